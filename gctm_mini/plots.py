@@ -1,0 +1,176 @@
+"""Pictures: sample clouds, trajectories, velocity fields, density strips, quality vs NFE,
+and animations (matplotlib ``to_jshtml``). Time direction in every figure: t = 1 is the
+source, t = 0 the data. Each method keeps one colour across all notebooks
+(:data:`METHOD_COLORS`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+
+import matplotlib.pyplot as plt
+import numpy as np
+import torch
+from matplotlib import animation
+from torch import Tensor
+
+METHOD_COLORS = {
+    "data": "#444444",
+    "source": "#9e9e9e",
+    "fm": "#1f77b4",
+    "fm_euler": "#1f77b4",
+    "fm_heun": "#17becf",
+    "cd": "#ff7f0e",
+    "ct": "#d62728",
+    "ctm": "#9467bd",
+    "gctm": "#2ca02c",
+    "gctm_ot": "#2ca02c",
+    "gctm_independent": "#98df8a",
+    "bcm": "#8c564b",
+    "exact": "#000000",
+    "independent": "#1f77b4",
+    "ot": "#2ca02c",
+    "sinkhorn": "#ff7f0e",
+}
+
+
+def color_of(name: str) -> str:
+    """The project colour of a method / coupling name (grey if unknown)."""
+    return METHOD_COLORS.get(name, METHOD_COLORS.get(name.split("_")[0], "#7f7f7f"))
+
+
+def _np(x: Tensor | np.ndarray) -> np.ndarray:
+    return x.detach().cpu().numpy() if torch.is_tensor(x) else np.asarray(x)
+
+
+def plot_samples(
+    ax, x: Tensor, title: str = "", color: str = "#1f77b4", lim: float = 3.0, s: float = 2.0
+):
+    """Scatter ``x: (n, 2)`` on a square ``[-lim, lim]²`` axis."""
+    p = _np(x)
+    ax.scatter(p[:, 0], p[:, 1], s=s, c=color, alpha=0.6, linewidths=0)
+    ax.set(xlim=(-lim, lim), ylim=(-lim, lim), aspect="equal", title=title)
+    ax.set_xticks([])
+    ax.set_yticks([])
+    return ax
+
+
+def plot_trajectories(
+    ax, path: Tensor, n_show: int = 64, title: str = "", color: str = "#1f77b4", lim: float = 3.0
+):
+    """Draw ``path: (K + 1, B, 2)`` (from t = 1 at index 0 to t = 0 at the end) for ``n_show`` samples.
+
+    Start points (source, t = 1) are grey, end points (t = 0) in ``color``.
+    """
+    p = _np(path)[:, :n_show]
+    ax.plot(p[:, :, 0], p[:, :, 1], color=color, alpha=0.35, lw=0.8)
+    ax.scatter(p[0, :, 0], p[0, :, 1], s=6, c=METHOD_COLORS["source"], label="t = 1 (source)")
+    ax.scatter(p[-1, :, 0], p[-1, :, 1], s=6, c=color, label="t = 0 (data)")
+    ax.set(xlim=(-lim, lim), ylim=(-lim, lim), aspect="equal", title=title)
+    return ax
+
+
+def plot_velocity_fields(
+    fields: Mapping[str, Callable[[Tensor, Tensor], Tensor]],
+    times: Sequence[float],
+    lim: float = 3.0,
+    grid: int = 17,
+    size: float = 2.4,
+):
+    """Quiver plots of several velocity fields ``v(x, t)`` (rows) at several times (columns)."""
+    xs = torch.linspace(-lim, lim, grid)
+    X, Y = torch.meshgrid(xs, xs, indexing="xy")
+    pts = torch.stack([X.flatten(), Y.flatten()], 1)
+    fig, axes = plt.subplots(
+        len(fields), len(times), figsize=(size * len(times), size * len(fields)), squeeze=False
+    )
+    for r, (name, v) in enumerate(fields.items()):
+        for c, t in enumerate(times):
+            with torch.no_grad():
+                vel = _np(v(pts, torch.full((len(pts),), float(t))))
+            ax = axes[r, c]
+            ax.quiver(
+                _np(X),
+                _np(Y),
+                vel[:, 0].reshape(grid, grid),
+                vel[:, 1].reshape(grid, grid),
+                color=color_of(name),
+                scale=None,
+                width=0.006,
+            )
+            ax.set(xlim=(-lim, lim), ylim=(-lim, lim), aspect="equal")
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if r == 0:
+                ax.set_title(f"t = {t:g}")
+            if c == 0:
+                ax.set_ylabel(name)
+    fig.suptitle("velocity v(x, t) (arrows point towards larger t, i.e. to the source)")
+    fig.tight_layout()
+    return fig
+
+
+def plot_density_strip(
+    snapshots: Sequence[tuple[float, Tensor]],
+    lim: float = 3.0,
+    bins: int = 60,
+    size: float = 1.8,
+    title: str = "",
+):
+    """2D histograms of the marginal at several times: ``snapshots = [(t, x_t), …]``."""
+    fig, axes = plt.subplots(
+        1, len(snapshots), figsize=(size * len(snapshots), size + 0.3), squeeze=False
+    )
+    for ax, (t, x) in zip(axes[0], snapshots, strict=True):
+        p = _np(x)
+        ax.hist2d(p[:, 0], p[:, 1], bins=bins, range=[[-lim, lim], [-lim, lim]], cmap="viridis")
+        ax.set(aspect="equal", title=f"t = {t:.2f}")
+        ax.set_xticks([])
+        ax.set_yticks([])
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
+def plot_quality_vs_nfe(
+    ax, results: Mapping[str, Mapping[int, float]], floor: float | None = None, metric: str = "W2"
+):
+    """Lines of ``results[method][nfe]`` on a log-NFE axis, with the data–data floor dashed."""
+    for name, vals in results.items():
+        k = sorted(vals)
+        ax.plot(k, [vals[i] for i in k], "o-", color=color_of(name), label=name)
+    if floor is not None:
+        ax.axhline(floor, ls="--", color="k", lw=1, label="data–data floor")
+    ax.set(
+        xscale="log", xlabel="NFE (network evaluations)", ylabel=metric, title=f"{metric} vs NFE"
+    )
+    ax.legend(fontsize=8)
+    return ax
+
+
+def animate_path(
+    path: Tensor,
+    times: Sequence[float],
+    lim: float = 3.0,
+    color: str = "#1f77b4",
+    size: float = 3.0,
+    interval: int = 80,
+) -> animation.FuncAnimation:
+    """Animation of a sample cloud along ``path: (K + 1, B, 2)``; use ``.to_jshtml()`` in a notebook."""
+    p = _np(path)
+    fig, ax = plt.subplots(figsize=(size, size))
+    sc = ax.scatter(p[0, :, 0], p[0, :, 1], s=2, c=color)
+    ax.set(xlim=(-lim, lim), ylim=(-lim, lim), aspect="equal")
+    ax.set_xticks([])
+    ax.set_yticks([])
+    ttl = ax.set_title(f"t = {times[0]:.2f}")
+
+    def update(k: int):
+        sc.set_offsets(p[k])
+        ttl.set_text(f"t = {float(times[k]):.2f}")
+        return sc, ttl
+
+    anim = animation.FuncAnimation(fig, update, frames=len(p), interval=interval, blit=False)
+    plt.close(fig)
+    return anim

@@ -1,0 +1,96 @@
+r"""Time grids (ALGORITHMS.md §3): the EDM ρ-grid, coarse sub-grids, the N curriculum and the
+per-sample (t, s, u) draw of GCTM training.
+
+Fine grid (M intervals, ρ = 7):
+
+.. math::
+    \sigma_i = \big(\sigma_{\min}^{1/\rho} + \tfrac{i}{M}(\sigma_{\max}^{1/\rho}
+    - \sigma_{\min}^{1/\rho})\big)^{\rho}, \quad t_i = \sigma_i / (1 + \sigma_i),
+
+with :math:`t_0 = 0` and :math:`t_M = 1` forced, so the grid runs from data (0) to source (1).
+A coarse grid with N intervals takes every (M/N)-th point; N follows a doubling curriculum.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from .interpolant import SIGMA_MAX, SIGMA_MIN
+
+
+def fine_grid(
+    M: int = 1024,
+    sigma_min: float = SIGMA_MIN,
+    sigma_max: float = SIGMA_MAX,
+    rho: float = 7.0,
+    dtype: torch.dtype = torch.float64,
+) -> Tensor:
+    """The EDM ρ-grid mapped to t ∈ [0, 1]: ``(M + 1,)`` ascending, ``t[0] = 0``, ``t[M] = 1``."""
+    if M < 1:
+        raise ValueError(f"M must be ≥ 1; got {M}")
+    if not 0 < sigma_min < sigma_max:
+        raise ValueError(f"need 0 < sigma_min < sigma_max; got {sigma_min}, {sigma_max}")
+    i = torch.arange(M + 1, dtype=torch.float64)
+    a, b = sigma_min ** (1 / rho), sigma_max ** (1 / rho)
+    sigma = (a + i / M * (b - a)) ** rho
+    t = sigma / (1 + sigma)
+    t[0], t[-1] = 0.0, 1.0
+    return t.to(dtype)
+
+
+def coarse_grid(fine: Tensor, N: int) -> Tensor:
+    """Every ``(M/N)``-th point of ``fine`` (``(M + 1,)``): a grid with N intervals, ``(N + 1,)``."""
+    M = fine.shape[0] - 1
+    if N < 1 or M % N != 0:
+        raise ValueError(f"N must divide M = {M}; got N = {N}")
+    return fine[:: M // N].clone()
+
+
+def uniform_grid(
+    steps: int, t_start: float = 1.0, t_end: float = 0.0, dtype=torch.float32
+) -> Tensor:
+    """``steps + 1`` equally spaced times from ``t_start`` to ``t_end`` (sampling grids)."""
+    if steps < 1:
+        raise ValueError(f"steps must be ≥ 1; got {steps}")
+    return torch.linspace(t_start, t_end, steps + 1, dtype=dtype)
+
+
+def curriculum_N(step: int, start: int = 4, double_every: int = 50_000, cap: int = 1024) -> int:
+    """Number of coarse intervals at training iteration ``step``: ``min(start·2^(step // K), cap)``."""
+    if step < 0:
+        raise ValueError(f"step must be ≥ 0; got {step}")
+    if double_every <= 0:
+        return min(start, cap)
+    return int(min(start * 2 ** (step // double_every), cap))
+
+
+def draw_tsu(grid: Tensor, batch: int) -> tuple[Tensor, Tensor, Tensor]:
+    r"""Per-sample grid indices ``(t_idx, s_idx, u_idx)`` with ``t > u ≥ s`` (ALGORITHMS.md §3).
+
+    - s-index in {0, …, N−1} with :math:`P(s) \propto 1 - t_s`;
+    - :math:`t = \lambda + (1 - \lambda)\,t_s`, :math:`\lambda \sim \mathrm{Beta}(1.2, 2)`, snapped
+      to the nearest grid index and then raised to at least ``s_idx + 1``;
+    - u-index uniform in {s, …, t − 1} (u = s allowed: the target is then the pure ODE solution).
+
+    Randomness comes from torch's global RNG (seeded and checkpointed by the training loop).
+
+    Args:
+        grid: coarse grid ``(N + 1,)`` ascending from 0 to 1.
+        batch: number of samples B.
+
+    Returns:
+        three ``(B,)`` ``long`` tensors on ``grid``'s device.
+    """
+    N = grid.shape[0] - 1
+    dev = grid.device
+    s_idx = torch.multinomial((1 - grid[:N]).float(), batch, replacement=True)
+    lam = torch.distributions.Beta(torch.tensor(1.2), torch.tensor(2.0)).sample((batch,))
+    lam = lam.to(dev, grid.dtype)
+    t_cont = lam + (1 - lam) * grid[s_idx]
+    hi = torch.bucketize(t_cont, grid).clamp(1, N)  # grid[hi - 1] < t_cont <= grid[hi]
+    nearer_low = (t_cont - grid[hi - 1]) < (grid[hi] - t_cont)
+    t_idx = torch.maximum(hi - nearer_low.long(), s_idx + 1)
+    u_idx = s_idx + (torch.rand(batch, device=dev) * (t_idx - s_idx)).long()
+    u_idx = torch.minimum(u_idx, t_idx - 1)
+    return t_idx, s_idx, u_idx

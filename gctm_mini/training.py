@@ -1,0 +1,244 @@
+"""The 2D training loop: seeded, checkpointed atomically every K steps, resumable.
+
+One step: draw a data batch X0 and a source batch X1, pair them with the configured
+coupling (optionally perturb X1 by ε), evaluate the method's loss, take an Adam step and
+update the EMA copy. Randomness: the data/source draws use a dedicated generator and
+everything else torch's global RNG; both states go into every checkpoint, so a resumed run
+continues exactly where the saved one stopped.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import time
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+
+import torch
+from tqdm.auto import tqdm
+
+from .checkpoint import checkpoint_path, load_raw, save_checkpoint
+from .couplings import COUPLINGS, PAIRINGS, couple, perturb_source
+from .data2d import DATASETS, as_sampler
+from .ema import EMA
+from .losses import FM_TIME_SAMPLERS, fm_loss, sample_fm_times
+from .models import build_model, mlp_spec
+from .parameterization import CouplingMoments, FlowMapModel
+from .validation import check_choice
+
+METHODS_2D = ("fm",)
+
+
+@dataclass
+class Toy2DConfig:
+    """Every knob of a 2D run (all overridable from ``python -m gctm_mini train2d``)."""
+
+    method: str = "fm"
+    data: str = "moons"
+    source: str = "gaussian"
+    coupling: str = "independent"
+    steps: int = 4000
+    batch_size: int = 256
+    lr: float = 2e-3
+    seed: int = 0
+    ema_decay: float = 0.999
+    ckpt_every: int = 1000
+    log_every: int = 50
+    hidden: int = 256
+    depth: int = 4
+    fm_times: str = "uniform"
+    eps: float = 0.0
+    sinkhorn_reg: float = 0.05
+    sinkhorn_pairing: str = "permutation"
+    lr_decay: bool = True
+
+    def validate(self) -> Toy2DConfig:
+        check_choice(self.method, METHODS_2D, "method")
+        check_choice(self.data, DATASETS, "dataset")
+        check_choice(self.source, DATASETS, "source dataset")
+        check_choice(self.coupling, COUPLINGS, "coupling")
+        check_choice(self.fm_times, FM_TIME_SAMPLERS, "FM time sampler")
+        check_choice(self.sinkhorn_pairing, PAIRINGS, "Sinkhorn pairing")
+        if self.coupling == "paired":
+            raise ValueError("the paired coupling needs a data set of pairs; 2D toys are unpaired")
+        for name in ("steps", "batch_size", "ckpt_every", "log_every", "hidden", "depth"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be ≥ 1; got {getattr(self, name)}")
+        if self.lr <= 0 or self.eps < 0:
+            raise ValueError("lr must be > 0 and eps ≥ 0")
+        return self
+
+    @classmethod
+    def from_dict(cls, d: dict) -> Toy2DConfig:
+        known = {f.name for f in fields(cls)}
+        unknown = set(d) - known
+        if unknown:
+            raise ValueError(f"unknown config key(s): {', '.join(sorted(unknown))}")
+        return cls(**d)
+
+
+@dataclass
+class TrainResult:
+    """What :func:`train2d` returns: online and EMA models, the log rows and the wall time."""
+
+    model: FlowMapModel
+    ema: FlowMapModel
+    history: list[dict] = field(default_factory=list)
+    seconds: float = 0.0
+    out: Path | None = None
+
+
+def draw_pairs(cfg: Toy2DConfig, data, source, gen: torch.Generator):
+    """One coupled (and perturbed) batch ``(x0, x1)`` for ``cfg``."""
+    x0 = data(cfg.batch_size, gen)
+    x1 = source(cfg.batch_size, gen)
+    x0, x1, _ = couple(x0, x1, cfg.coupling, reg=cfg.sinkhorn_reg, pairing=cfg.sinkhorn_pairing)
+    return x0, perturb_source(x1, cfg.eps)
+
+
+def estimate_moments(cfg: Toy2DConfig, data, source, gen: torch.Generator, batches: int = 8):
+    """Coupling moments from ``batches`` coupled training batches (per coordinate)."""
+    pairs = [draw_pairs(cfg, data, source, gen) for _ in range(batches)]
+    x0 = torch.cat([p[0] for p in pairs])
+    x1 = torch.cat([p[1] for p in pairs])
+    # ε was applied to x1 already, so its variance is inside the estimate of v1
+    return CouplingMoments.estimate(x0, x1)
+
+
+def method_loss(cfg: Toy2DConfig, model: FlowMapModel, ema: EMA, x0, x1, step: int):
+    """The training loss of ``cfg.method`` on one coupled batch; returns ``(loss, logs)``."""
+    t = sample_fm_times(x0.shape[0], cfg.fm_times, x0.device)
+    loss = fm_loss(model, x0, x1, t)
+    return loss, {"fm": loss.item()}
+
+
+def train2d(
+    cfg: Toy2DConfig,
+    out: str | Path | None = None,
+    resume: bool = True,
+    progress: bool = True,
+    stop_after: int | None = None,
+) -> TrainResult:
+    """Train a 2D model; with ``out`` set, checkpoint there every ``ckpt_every`` steps.
+
+    Args:
+        cfg: the run configuration.
+        out: run directory (``checkpoint.pt``, ``log.csv``, ``config.json``); ``None`` keeps
+            everything in memory.
+        resume: continue from ``out/checkpoint.pt`` if it exists (its config must match).
+        progress: show a tqdm bar.
+        stop_after: stop (after checkpointing) at this step; used to test resumption.
+    """
+    cfg.validate()
+    out = Path(out) if out is not None else None
+    data, source = as_sampler(cfg.data), as_sampler(cfg.source)
+    torch.manual_seed(cfg.seed)
+    gen = torch.Generator().manual_seed(cfg.seed + 1)
+    spec = mlp_spec(2, cfg.hidden, cfg.depth)
+    state = None
+    if out is not None and resume and checkpoint_path(out).exists():
+        state = load_raw(out)
+        if state.get("config") != asdict(cfg):
+            raise ValueError(
+                f"{out} holds a run with a different config; use a new --out or resume=False"
+            )
+    moments = None if state is not None else estimate_moments(cfg, data, source, gen)
+    model = build_model(spec, moments)
+    ema = EMA(model, cfg.ema_decay)
+    opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda k: lr_factor(cfg, k))
+    step, history, seconds = 0, [], 0.0
+    if state is not None:
+        model.load_state_dict(state["model"])
+        ema.load_state_dict(state["ema"])
+        opt.load_state_dict(state["optimizer"])
+        sched.load_state_dict(state["scheduler"])
+        step, history, seconds = state["step"], state["history"], state["seconds"]
+        torch.set_rng_state(state["rng"]["torch"])
+        gen.set_state(state["rng"]["data"])
+
+    def save() -> None:
+        if out is None:
+            return
+        save_checkpoint(
+            out,
+            {
+                "spec": spec,
+                "config": asdict(cfg),
+                "model": model.state_dict(),
+                "ema": ema.state_dict(),
+                "optimizer": opt.state_dict(),
+                "scheduler": sched.state_dict(),
+                "step": step,
+                "history": history,
+                "seconds": seconds,
+                "rng": {"torch": torch.get_rng_state(), "data": gen.get_state()},
+            },
+        )
+        write_log(out, history)
+
+    if out is not None:
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "config.json").write_text(json.dumps(asdict(cfg), indent=2))
+    end = cfg.steps if stop_after is None else min(cfg.steps, stop_after)
+    bar = tqdm(
+        total=cfg.steps,
+        initial=step,
+        disable=not progress,
+        mininterval=0.5,
+        desc=f"{cfg.method} {cfg.data}",
+    )
+    model.train()
+    t0 = time.perf_counter()
+    while step < end:
+        x0, x1 = draw_pairs(cfg, data, source, gen)
+        loss, logs = method_loss(cfg, model, ema, x0, x1, step)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        sched.step()
+        ema.update(model)
+        step += 1
+        if step % cfg.log_every == 0 or step == cfg.steps:
+            history.append(
+                {
+                    "step": step,
+                    "loss": loss.item(),
+                    **logs,
+                    "seconds": seconds + time.perf_counter() - t0,
+                }
+            )
+            bar.set_postfix(loss=f"{history[-1]['loss']:.4f}")
+        bar.update(1)
+        if step % cfg.ckpt_every == 0 or step == end:
+            seconds += time.perf_counter() - t0
+            t0 = time.perf_counter()
+            save()
+    bar.close()
+    seconds += time.perf_counter() - t0
+    model.eval()
+    return TrainResult(model, ema.model, history, seconds, out)
+
+
+def lr_factor(cfg: Toy2DConfig, step: int) -> float:
+    """Learning-rate multiplier: 100-step linear warm-up, then cosine decay to 0.05 if ``lr_decay``."""
+    warm = min(1.0, (step + 1) / 100)
+    if not cfg.lr_decay:
+        return warm
+    frac = min(1.0, step / max(1, cfg.steps))
+    return warm * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * frac)))
+
+
+def write_log(out: Path, history: list[dict]) -> None:
+    """Rewrite ``out/log.csv`` from the history rows."""
+    if not history:
+        return
+    keys = list(dict.fromkeys(k for row in history for k in row))
+    tmp = out / "log.csv.tmp"
+    with tmp.open("w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=keys)
+        w.writeheader()
+        w.writerows(history)
+    tmp.replace(out / "log.csv")
