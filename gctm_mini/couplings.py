@@ -70,7 +70,7 @@ def sinkhorn_log(
     Iterates the dual potentials :math:`f_i = -\varepsilon\,\mathrm{LSE}_j\big((g_j - C_{ij})/\varepsilon
     + \log b_j\big)`, :math:`g_j = -\varepsilon\,\mathrm{LSE}_i\big((f_i - C_{ij})/\varepsilon
     + \log a_i\big)` and returns :math:`P_{ij} = a_i b_j \exp((f_i + g_j - C_{ij})/\varepsilon)`
-    (same convention as POT's ``ot.sinkhorn_log``). Stable for small ε.
+    (same convention as POT's ``ot.bregman.sinkhorn_log``). Stable for small ε.
 
     Args:
         cost: ``(…, n, m)``; leading dimensions are independent problems solved together.

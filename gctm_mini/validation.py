@@ -43,12 +43,13 @@ def as_time(t: Tensor | float, batch: int, like: Tensor, name: str = "t") -> Ten
 
     ``t`` may be a Python float, a 0-d tensor, or a ``(batch,)`` tensor.
     """
+    dtype = like.dtype if like.is_floating_point() else torch.float32
     if not torch.is_tensor(t):
         try:
-            t = torch.tensor(float(t))
+            t = torch.tensor(float(t), dtype=dtype)
         except (TypeError, ValueError) as err:
             raise TypeError(f"{name} must be a float or a tensor; got {type(t).__name__}") from err
-    t = t.to(device=like.device, dtype=like.dtype if like.is_floating_point() else torch.float32)
+    t = t.to(device=like.device, dtype=dtype)
     if t.dim() == 0:
         t = t.expand(batch)
     elif t.dim() != 1 or t.shape[0] != batch:
