@@ -66,6 +66,30 @@ def mmd2(x: Tensor, y: Tensor, bandwidths: Sequence[float] = (0.1, 0.2, 0.5, 1.0
     return float(sxx + syy - 2 * kxy.mean())
 
 
+def straightness(path: Tensor, times: Tensor) -> float:
+    r"""How far ODE trajectories are from straight constant-speed lines (0 = perfectly straight).
+
+    For a path :math:`x_{t_0}, …, x_{t_K}` (``path: (K + 1, B, *D)``, ``times: (K + 1,)``) with
+    segment velocities :math:`u_k = (x_{t_{k+1}} - x_{t_k}) / (t_{k+1} - t_k)` and the chord
+    velocity :math:`\bar u = (x_{t_K} - x_{t_0}) / (t_K - t_0)`:
+
+    .. math::
+        S = E\Big[\textstyle\sum_k |t_{k+1} - t_k|\,\|u_k - \bar u\|^2\Big] \,/\, |t_K - t_0|,
+
+    the discrete form of Liu et al.'s :math:`\int_0^1 E\|(X_1 - X_0) - v(x_t, t)\|^2 dt` along
+    the trajectories. A straight path can be integrated exactly by one Euler step.
+    """
+    if path.dim() < 3 or times.shape != (path.shape[0],):
+        raise ValueError("path must be (K + 1, B, *D) with times (K + 1,)")
+    p = path.detach().flatten(2).double().cpu()
+    tt = times.detach().double().cpu()
+    h = tt[1:] - tt[:-1]
+    u = (p[1:] - p[:-1]) / h[:, None, None]
+    chord = (p[-1] - p[0]) / (tt[-1] - tt[0])
+    dev = (u - chord[None]).pow(2).sum(-1)  # (K, B)
+    return float((h.abs()[:, None] * dev).sum(0).mean() / (tt[-1] - tt[0]).abs())
+
+
 METRICS: dict[str, Callable[[Tensor, Tensor], float]] = {
     "w2": w2,
     "sliced_w2": sliced_w2,

@@ -120,6 +120,7 @@ def train2d(
     resume: bool = True,
     progress: bool = True,
     stop_after: int | None = None,
+    device: str | torch.device = "cpu",
 ) -> TrainResult:
     """Train a 2D model; with ``out`` set, checkpoint there every ``ckpt_every`` steps.
 
@@ -130,6 +131,7 @@ def train2d(
         resume: continue from ``out/checkpoint.pt`` if it exists (its config must match).
         progress: show a tqdm bar.
         stop_after: stop (after checkpointing) at this step; used to test resumption.
+        device: where the model and batches live (2D toys are fastest on the CPU).
     """
     cfg.validate()
     out = Path(out) if out is not None else None
@@ -139,13 +141,13 @@ def train2d(
     spec = mlp_spec(2, cfg.hidden, cfg.depth)
     state = None
     if out is not None and resume and checkpoint_path(out).exists():
-        state = load_raw(out)
+        state = load_raw(out, map_location=device)
         if state.get("config") != asdict(cfg):
             raise ValueError(
                 f"{out} holds a run with a different config; use a new --out or resume=False"
             )
     moments = None if state is not None else estimate_moments(cfg, data, source, gen)
-    model = build_model(spec, moments)
+    model = build_model(spec, moments).to(device)
     ema = EMA(model, cfg.ema_decay)
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda k: lr_factor(cfg, k))
@@ -156,8 +158,10 @@ def train2d(
         opt.load_state_dict(state["optimizer"])
         sched.load_state_dict(state["scheduler"])
         step, history, seconds = state["step"], state["history"], state["seconds"]
-        torch.set_rng_state(state["rng"]["torch"])
-        gen.set_state(state["rng"]["data"])
+        torch.set_rng_state(state["rng"]["torch"].cpu())
+        if "cuda" in state["rng"] and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all([r.cpu() for r in state["rng"]["cuda"]])
+        gen.set_state(state["rng"]["data"].cpu())
 
     def save() -> None:
         if out is None:
@@ -174,7 +178,7 @@ def train2d(
                 "step": step,
                 "history": history,
                 "seconds": seconds,
-                "rng": {"torch": torch.get_rng_state(), "data": gen.get_state()},
+                "rng": rng_states(gen),
             },
         )
         write_log(out, history)
@@ -193,7 +197,7 @@ def train2d(
     model.train()
     t0 = time.perf_counter()
     while step < end:
-        x0, x1 = draw_pairs(cfg, data, source, gen)
+        x0, x1 = (v.to(device) for v in draw_pairs(cfg, data, source, gen))
         loss, logs = method_loss(cfg, model, ema, x0, x1, step)
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -220,6 +224,14 @@ def train2d(
     seconds += time.perf_counter() - t0
     model.eval()
     return TrainResult(model, ema.model, history, seconds, out)
+
+
+def rng_states(gen: torch.Generator) -> dict:
+    """Global CPU (and CUDA, if present) RNG states plus the data generator's, for checkpoints."""
+    states = {"torch": torch.get_rng_state(), "data": gen.get_state()}
+    if torch.cuda.is_available():
+        states["cuda"] = torch.cuda.get_rng_state_all()
+    return states
 
 
 def lr_factor(cfg: Toy2DConfig, step: int) -> float:
