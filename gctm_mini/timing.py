@@ -36,7 +36,7 @@ def coupling_costs(
 
     Rows: ``{"batch", "coupling", "seconds", "cost"}`` for independent, exact OT (POT
     ``ot.emd``), Sinkhorn in torch (this package) and Sinkhorn in POT
-    (``ot.bregman.sinkhorn_log``), both 30 iterations — all measured side by side in the same process.
+    (``ot.bregman.sinkhorn_log``), both at most 100 iterations with marginal tolerance 1e-3 — all measured side by side in the same process.
     """
     rows = []
     for B in batch_sizes:
@@ -53,10 +53,10 @@ def coupling_costs(
 
 
 def _pot_sinkhorn(x0: torch.Tensor, x1: torch.Tensor, reg: float):
-    """POT's log-domain Sinkhorn on the same normalized cost and stopping rule as ours."""
+    """POT's log-domain Sinkhorn on the same normalized cost, iteration cap and tolerance as ours."""
     C = squared_distances(x0.double(), x1.double())
     C = (C / C.mean()).numpy()
     w = np.full(len(C), 1 / len(C))
     with warnings.catch_warnings():  # "did not converge" is expected at a fixed iteration budget
         warnings.simplefilter("ignore")
-        return ot.bregman.sinkhorn_log(w, w, C, reg, numItermax=30, stopThr=1e-6)
+        return ot.bregman.sinkhorn_log(w, w, C, reg, numItermax=100, stopThr=1e-3)
