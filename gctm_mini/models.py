@@ -40,6 +40,7 @@ def build_model(spec: dict, moments: CouplingMoments | None = None) -> FlowMapMo
         sigma_min=spec.get("sigma_min", SIGMA_MIN),
         sigma_max=spec.get("sigma_max", SIGMA_MAX),
         spec=dict(spec),
+        bidirectional=spec.get("bidirectional", False),
     )
 
 
@@ -50,6 +51,7 @@ def mlp_spec(
     emb_dim: int = 32,
     dropout: float = 0.0,
     sigma_max: float = SIGMA_MAX,
+    bidirectional: bool = False,
 ) -> dict:
     """Spec of the 2D toy model: :class:`~gctm_mini.networks.TwoTimeMLP` on ``(dim,)`` samples."""
     return {
@@ -64,4 +66,5 @@ def mlp_spec(
         "data_shape": [dim],
         "sigma_min": SIGMA_MIN,
         "sigma_max": sigma_max,
+        "bidirectional": bidirectional,
     }

@@ -105,8 +105,14 @@ class FlowMapModel(nn.Module):
         spec: a JSON-able description from which :func:`gctm_mini.models.build_model` can
             rebuild this model (stored in checkpoints).
 
+    With ``bidirectional=True`` (BCM) the map is written in average-velocity form,
+    :math:`G_\theta(x, t, s) = x + (s - t)\,\bar u_\theta(x, t, s)` with
+    :math:`\bar u_\theta = \tfrac{1 - c_\text{skip}}{t} x - \kappa F_\theta` — algebraically the
+    same as the (s/t) form when s ≤ t (:math:`\bar u = (x - g_\theta)/t`) but finite at t = 0, so
+    s > t (inversion, data → source) is allowed too.
+
     The public methods validate their inputs (shapes, finite values, times in [0, 1],
-    ``s ≤ t``); the underscored ones (``_g``, ``_G``, ``_velocity``) skip the checks for
+    ``s ≤ t`` unless bidirectional); the underscored ones (``_g``, ``_G``, ``_velocity``) skip the checks for
     training loops that draw valid times themselves.
     """
 
@@ -118,9 +124,11 @@ class FlowMapModel(nn.Module):
         sigma_min: float = SIGMA_MIN,
         sigma_max: float = SIGMA_MAX,
         spec: dict | None = None,
+        bidirectional: bool = False,
     ) -> None:
         super().__init__()
         self.net = net
+        self.bidirectional = bool(bidirectional)
         self.data_shape = tuple(data_shape)
         self.sigma_min, self.sigma_max = float(sigma_min), float(sigma_max)
         self.spec = spec or {}
@@ -150,7 +158,13 @@ class FlowMapModel(nn.Module):
         c = self.coefficients(t, x)
         return c["c_skip"] * x + c["c_out"] * self.net(c["c_in"] * x, self.label(t), self.label(s))
 
+    def _avg_velocity(self, x: Tensor, t: Tensor, s: Tensor) -> Tensor:
+        c = self.coefficients(t, x)
+        return c["a_vel"] * x - c["kappa"] * self.net(c["c_in"] * x, self.label(t), self.label(s))
+
     def _G(self, x: Tensor, t: Tensor, s: Tensor) -> Tensor:
+        if self.bidirectional:
+            return x + broadcast_time(s - t, x) * self._avg_velocity(x, t, s)
         r = torch.where(t > 0, s / t.clamp_min(torch.finfo(t.dtype).tiny), torch.ones_like(t))
         r = broadcast_time(r, x)
         return r * x + (1 - r) * self._g(x, t, s)
@@ -167,7 +181,8 @@ class FlowMapModel(nn.Module):
         if s is None:
             return t
         s = as_time(s, x.shape[0], x, "s")
-        check_order(t, s)
+        if not self.bidirectional:
+            check_order(t, s)
         return t, s
 
     def g(self, x: Tensor, t: Tensor | float, s: Tensor | float) -> Tensor:
@@ -176,7 +191,8 @@ class FlowMapModel(nn.Module):
         return self._g(x, t, s)
 
     def G(self, x: Tensor, t: Tensor | float, s: Tensor | float) -> Tensor:
-        """Flow map :math:`G_\\theta(x, t, s)` for :math:`0 \\le s \\le t \\le 1`; ``(B, *D)``."""
+        """Flow map :math:`G_\\theta(x, t, s)` for :math:`0 \\le s \\le t \\le 1` (any s, t if
+        bidirectional); ``(B, *D)``."""
         t, s = self._check(x, t, s)
         return self._G(x, t, s)
 

@@ -176,10 +176,14 @@ def animate_path(
     return anim
 
 
-def plot_pairs(ax, x0: Tensor, x1: Tensor, title: str = "", color: str = "#1f77b4", lim: float = 3.0):
+def plot_pairs(
+    ax, x0: Tensor, x1: Tensor, title: str = "", color: str = "#1f77b4", lim: float = 3.0
+):
     """Segments from each source point ``x1[i]`` (grey) to its data partner ``x0[i]`` (coloured)."""
     a, b = _np(x0), _np(x1)
-    ax.plot(np.stack([b[:, 0], a[:, 0]]), np.stack([b[:, 1], a[:, 1]]), color=color, alpha=0.4, lw=0.7)
+    ax.plot(
+        np.stack([b[:, 0], a[:, 0]]), np.stack([b[:, 1], a[:, 1]]), color=color, alpha=0.4, lw=0.7
+    )
     ax.scatter(b[:, 0], b[:, 1], s=5, c=METHOD_COLORS["source"])
     ax.scatter(a[:, 0], a[:, 1], s=5, c=color)
     ax.set(xlim=(-lim, lim), ylim=(-lim, lim), aspect="equal", title=title)

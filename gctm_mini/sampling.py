@@ -1,9 +1,30 @@
-r"""Samplers that turn source points X1 (t = 1) into data X0 (t = 0).
+r"""Samplers that turn source points X1 (t = 1) into data X0 (t = 0), and back (BCM).
 
 - :func:`sample_ode`: the learned probability-flow ODE :math:`dx/dt = v_\theta(x, t)` with
   Euler or Heun on a uniform grid from 1 to 0 at a given NFE budget.
 - :func:`sample_multistep`: deterministic flow-map jumps :math:`x \leftarrow G_\theta(x, t_i, t_{i+1})`
   on a time list (one jump :math:`G_\theta(X_1, 1, 0)` for NFE = 1).
+- :func:`gamma_sampling`: CTM's γ-sampler, re-derived for the interpolant
+  :math:`x_t = (1-t)X_0 + tX_1` (below).
+- :func:`bcm_invert`, :func:`bcm_zigzag`, :func:`bcm_interpolate`: inversion, zigzag sampling
+  and interpolation through the source with a bidirectional model.
+
+Every sampler accepts any object with a ``G(x, t, s)`` method (a learned model or the exact
+flow map of :mod:`gctm_mini.oracle`).
+
+**γ-sampling.** With :math:`\sigma(t) = t/(1-t)`, a point at time t is
+:math:`x_t = (1-t)(X_0 + \sigma(t) X_1)`. From :math:`t_i` jump to :math:`s'` with
+:math:`\sigma(s') = \sqrt{1-\gamma^2}\,\sigma(t_{i+1})`, then re-noise:
+
+.. math::
+    x \leftarrow (1 - t_{i+1})\Big(\frac{G(x, t_i, s')}{1 - s'} + \gamma\,\sigma(t_{i+1})\,z\Big),
+    \qquad z \sim \mathcal N(0, I).
+
+If :math:`G(x, t_i, s')/(1-s') = X_0 + \sigma(s')X_1'` then the result is
+:math:`(1-t_{i+1})(X_0 + \sigma(t_{i+1})X_1'')` with :math:`\sigma(s')^2 + \gamma^2\sigma(t_{i+1})^2 =
+\sigma(t_{i+1})^2`: the marginal at :math:`t_{i+1}` is exact for an exact flow map and a
+Gaussian source under the independent coupling (tested). γ = 0: deterministic jumps; γ = 1:
+:math:`s' = 0` and fresh noise (CM multistep). A jump that lands on t = 0 adds no noise.
 """
 
 from __future__ import annotations
@@ -16,7 +37,7 @@ from .solvers import integrate, steps_for_nfe
 from .timegrid import uniform_grid
 from .validation import check_batch, check_choice
 
-SAMPLERS = ("euler", "heun", "flowmap")
+SAMPLERS = ("euler", "heun", "flowmap", "gamma")
 
 
 @torch.no_grad()
@@ -51,9 +72,148 @@ def sample_multistep(model: FlowMapModel, x1: Tensor, times: Tensor | list[float
     return x
 
 
-def make_sampler(model: FlowMapModel, kind: str):
-    """``sampler(x1, nfe) -> x0`` for ``kind`` in :data:`SAMPLERS` (for :func:`~gctm_mini.metrics.quality_by_nfe`)."""
+def _times(times, like: Tensor) -> Tensor:
+    if isinstance(times, int):
+        times = uniform_grid(times)
+    times = torch.as_tensor(times, dtype=like.dtype, device=like.device)
+    if times.dim() != 1 or times.shape[0] < 2:
+        raise ValueError("times must be a list of at least two times")
+    if bool(((times < 0) | (times > 1)).any()):
+        raise ValueError("times must lie in [0, 1]")
+    return times
+
+
+@torch.no_grad()
+def gamma_sampling(
+    model,
+    x: Tensor,
+    times: Tensor | list[float] | int,
+    gamma: float,
+    generator: torch.Generator | None = None,
+) -> Tensor:
+    """CTM's γ-sampling along descending ``times`` (see the module docstring).
+
+    Args:
+        model: anything with ``G(x, t, s)``.
+        x: ``(B, *D)`` at ``times[0]``.
+        times: descending list, or an int K for K equal jumps from 1 to 0 (NFE = K).
+        gamma: in [0, 1]; 0 = deterministic, 1 = CM-style fresh noise each jump.
+
+    Returns:
+        the state at ``times[-1]``.
+    """
+    if not 0.0 <= gamma <= 1.0:
+        raise ValueError(f"gamma must lie in [0, 1]; got {gamma}")
+    times = _times(times, x)
+    if bool((times[1:] >= times[:-1]).any()):
+        raise ValueError("gamma_sampling needs strictly descending times")
+    for k in range(times.shape[0] - 1):
+        t, tn = float(times[k]), float(times[k + 1])
+        if tn == 0.0:
+            x = model.G(x, t, 0.0)
+            continue
+        sig_n = tn / (1 - tn)
+        sig_s = (1 - gamma**2) ** 0.5 * sig_n
+        s = sig_s / (1 + sig_s)
+        x = model.G(x, t, s)
+        z = torch.randn(x.shape, generator=generator, dtype=x.dtype).to(x.device)
+        x = (1 - tn) * (x / (1 - s) + gamma * sig_n * z)
+    return x
+
+
+@torch.no_grad()
+def bcm_invert(
+    model: FlowMapModel,
+    x0: Tensor,
+    times: Tensor | list[float] | int = 1,
+    t_start: float = 0.02,
+    generator: torch.Generator | None = None,
+) -> Tensor:
+    r"""Invert data to the source with a bidirectional model, in ``len(times) − 1`` jumps.
+
+    As in BCM the data point is first noised slightly, :math:`x = (1 - t_0)X_0 + t_0 z`
+    (``t_start`` = t_0), then pushed forward in time :math:`x \leftarrow G(x, t_k, t_{k+1})` up to
+    t = 1. ``times`` (ascending, ending at 1) or an int K for K equal jumps from t_0 to 1.
+    """
+    if not model.bidirectional:
+        raise ValueError("inversion needs a bidirectional model (method 'bcm')")
+    if isinstance(times, int):
+        times = torch.linspace(t_start, 1.0, times + 1)
+    times = _times(times, x0)
+    if bool((times[1:] <= times[:-1]).any()):
+        raise ValueError("inversion times must be strictly ascending")
+    z = torch.randn(x0.shape, generator=generator, dtype=x0.dtype).to(x0.device)
+    t0 = float(times[0])
+    x = (1 - t0) * x0 + t0 * z
+    for k in range(times.shape[0] - 1):
+        x = model.G(x, times[k], times[k + 1])
+    return x
+
+
+@torch.no_grad()
+def bcm_zigzag(
+    model: FlowMapModel,
+    x1: Tensor,
+    times: list[float],
+    t_start: float = 0.02,
+    generator: torch.Generator | None = None,
+) -> Tensor:
+    r"""Zigzag sampling: denoise, amplify noise *with the network*, denoise again.
+
+    :math:`\hat x_0 = G(X_1, 1, 0)`; then for each :math:`t_k` in ``times`` (descending, in
+    (0, 1)): noise slightly to :math:`t_0` = ``t_start``, invert with the network
+    :math:`x = G(\cdot, t_0, t_k)` and denoise :math:`\hat x_0 = G(x, t_k, 0)`. NFE = 1 + 2·len(times).
+    """
+    if not model.bidirectional:
+        raise ValueError("zigzag sampling needs a bidirectional model (method 'bcm')")
+    x = model.G(x1, 1.0, 0.0)
+    for tk in times:
+        if not t_start < tk < 1:
+            raise ValueError(f"zigzag times must lie in (t_start, 1); got {tk}")
+        z = torch.randn(x.shape, generator=generator, dtype=x.dtype).to(x.device)
+        x = (1 - t_start) * x + t_start * z
+        x = model.G(model.G(x, t_start, tk), tk, 0.0)
+    return x
+
+
+@torch.no_grad()
+def bcm_interpolate(
+    model: FlowMapModel,
+    xa: Tensor,
+    xb: Tensor,
+    weights: Tensor,
+    inv_steps: int = 2,
+    gen_steps: int = 1,
+    t_start: float = 0.02,
+) -> Tensor:
+    r"""Interpolate two data batches through the source: invert both, slerp, regenerate.
+
+    ``xa, xb: (B, *D)``, ``weights: (K,)`` in [0, 1]; spherical interpolation
+    :math:`z_\lambda = \frac{\sin((1-\lambda)\Omega)}{\sin\Omega} z_a + \frac{\sin(\lambda\Omega)}{\sin\Omega} z_b`
+    keeps the Gaussian norm. Returns ``(K, B, *D)``.
+    """
+    g = torch.Generator().manual_seed(0)
+    za = bcm_invert(model, xa, inv_steps, t_start, g)
+    zb = bcm_invert(model, xb, inv_steps, t_start, g)
+    a, b = za.flatten(1), zb.flatten(1)
+    cos = (a * b).sum(1) / (a.norm(dim=1) * b.norm(dim=1)).clamp_min(1e-12)
+    omega = torch.arccos(cos.clamp(-1 + 1e-7, 1 - 1e-7))[:, None]
+    out = []
+    for lam in weights.tolist():
+        z = (torch.sin((1 - lam) * omega) * a + torch.sin(lam * omega) * b) / torch.sin(omega)
+        out.append(sample_multistep(model, z.view_as(za), gen_steps))
+    return torch.stack(out)
+
+
+def make_sampler(model: FlowMapModel, kind: str, gamma: float = 0.0):
+    """``sampler(x1, nfe) -> x0`` for ``kind`` in :data:`SAMPLERS` (for :func:`~gctm_mini.metrics.quality_by_nfe`).
+
+    ``flowmap``: NFE equal jumps; ``gamma``: γ-sampling with NFE equal jumps; ``euler``/``heun``:
+    the learned ODE.
+    """
     check_choice(kind, SAMPLERS, "sampler")
     if kind == "flowmap":
         return lambda x1, nfe: sample_multistep(model, x1, nfe)
+    if kind == "gamma":
+        return lambda x1, nfe: gamma_sampling(model, x1, nfe, gamma)
     return lambda x1, nfe: sample_ode(model, x1, nfe, kind)

@@ -12,34 +12,40 @@ from __future__ import annotations
 import csv
 import json
 import math
+import sys
 import time
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 
 import torch
 from tqdm.auto import tqdm
 
-from .checkpoint import checkpoint_path, load_raw, save_checkpoint
+from .checkpoint import checkpoint_path, load_checkpoint, load_raw, save_checkpoint
 from .couplings import COUPLINGS, PAIRINGS, couple, perturb_source
 from .data2d import DATASETS, as_sampler
 from .ema import EMA
-from .losses import FM_TIME_SAMPLERS, fm_loss, sample_fm_times
+from .losses import FM_TIME_SAMPLERS
+from .methods import METHODS, NEEDS_TEACHER, MethodFields, TrainingMethod
 from .models import build_model, mlp_spec
 from .parameterization import CouplingMoments, FlowMapModel
 from .validation import check_choice
 
-METHODS_2D = ("fm",)
-
 
 @dataclass
-class Toy2DConfig:
-    """Every knob of a 2D run (all overridable from ``python -m gctm_mini train2d``)."""
+class Toy2DConfig(MethodFields):
+    """Every knob of a 2D run (all overridable from ``python -m gctm_mini train2d``).
 
-    method: str = "fm"
+    Method knobs come from :class:`~gctm_mini.methods.MethodFields`: ``method``, ``steps``,
+    ``fm_times`` (FM time sampler), ``lam`` (λ of GCTM), ``weighted`` (GCTM's
+    c_out(t)(1 − s/t) weight), ``n_start``/``n_cap``/``n_double_every`` (N curriculum;
+    0 = auto), ``cd_n`` (CD's fixed N), ``target_decay`` (CD's EMA target), ``sigma_max``.
+    ``teacher`` is the FM run for cd/ctm (empty = train one first); ``source`` a second 2D
+    data set to translate from (``"gaussian"`` = noise); ``eps`` the source perturbation.
+    """
+
     data: str = "moons"
     source: str = "gaussian"
     coupling: str = "independent"
-    steps: int = 4000
     batch_size: int = 256
     lr: float = 2e-3
     seed: int = 0
@@ -48,14 +54,14 @@ class Toy2DConfig:
     log_every: int = 50
     hidden: int = 256
     depth: int = 4
-    fm_times: str = "uniform"
     eps: float = 0.0
     sinkhorn_reg: float = 0.05
     sinkhorn_pairing: str = "permutation"
     lr_decay: bool = True
+    teacher: str = ""
 
     def validate(self) -> Toy2DConfig:
-        check_choice(self.method, METHODS_2D, "method")
+        check_choice(self.method, METHODS, "method")
         check_choice(self.data, DATASETS, "dataset")
         check_choice(self.source, DATASETS, "source dataset")
         check_choice(self.coupling, COUPLINGS, "coupling")
@@ -68,6 +74,8 @@ class Toy2DConfig:
                 raise ValueError(f"{name} must be ≥ 1; got {getattr(self, name)}")
         if self.lr <= 0 or self.eps < 0:
             raise ValueError("lr must be > 0 and eps ≥ 0")
+        if self.n_start < 1 or self.n_cap < self.n_start or self.cd_n < 1:
+            raise ValueError("need 1 ≤ n_start ≤ n_cap and cd_n ≥ 1")
         return self
 
     @classmethod
@@ -107,13 +115,6 @@ def estimate_moments(cfg: Toy2DConfig, data, source, gen: torch.Generator, batch
     return CouplingMoments.estimate(x0, x1)
 
 
-def method_loss(cfg: Toy2DConfig, model: FlowMapModel, ema: EMA, x0, x1, step: int):
-    """The training loss of ``cfg.method`` on one coupled batch; returns ``(loss, logs)``."""
-    t = sample_fm_times(x0.shape[0], cfg.fm_times, x0.device)
-    loss = fm_loss(model, x0, x1, t)
-    return loss, {"fm": loss.item()}
-
-
 def train2d(
     cfg: Toy2DConfig,
     out: str | Path | None = None,
@@ -121,6 +122,7 @@ def train2d(
     progress: bool = True,
     stop_after: int | None = None,
     device: str | torch.device = "cpu",
+    teacher: FlowMapModel | None = None,
 ) -> TrainResult:
     """Train a 2D model; with ``out`` set, checkpoint there every ``ckpt_every`` steps.
 
@@ -132,13 +134,19 @@ def train2d(
         progress: show a tqdm bar.
         stop_after: stop (after checkpointing) at this step; used to test resumption.
         device: where the model and batches live (2D toys are fastest on the CPU).
+        teacher: the FM model for ``cd``/``ctm``; if omitted it is loaded from
+            ``cfg.teacher`` or, if that is empty, trained first (into ``out/teacher``).
     """
     cfg.validate()
     out = Path(out) if out is not None else None
     data, source = as_sampler(cfg.data), as_sampler(cfg.source)
     torch.manual_seed(cfg.seed)
     gen = torch.Generator().manual_seed(cfg.seed + 1)
-    spec = mlp_spec(2, cfg.hidden, cfg.depth)
+    spec = mlp_spec(
+        2, cfg.hidden, cfg.depth, sigma_max=cfg.sigma_max, bidirectional=cfg.method == "bcm"
+    )
+    if cfg.method in NEEDS_TEACHER and teacher is None:
+        teacher = _teacher_for(cfg, out, progress, device)
     state = None
     if out is not None and resume and checkpoint_path(out).exists():
         state = load_raw(out, map_location=device)
@@ -149,6 +157,7 @@ def train2d(
     moments = None if state is not None else estimate_moments(cfg, data, source, gen)
     model = build_model(spec, moments).to(device)
     ema = EMA(model, cfg.ema_decay)
+    method = TrainingMethod(cfg, model, teacher.to(device) if teacher is not None else None)
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda k: lr_factor(cfg, k))
     step, history, seconds = 0, [], 0.0
@@ -157,6 +166,7 @@ def train2d(
         ema.load_state_dict(state["ema"])
         opt.load_state_dict(state["optimizer"])
         sched.load_state_dict(state["scheduler"])
+        method.load_state_dict(state["method"])
         step, history, seconds = state["step"], state["history"], state["seconds"]
         torch.set_rng_state(state["rng"]["torch"].cpu())
         if "cuda" in state["rng"] and torch.cuda.is_available():
@@ -175,6 +185,7 @@ def train2d(
                 "ema": ema.state_dict(),
                 "optimizer": opt.state_dict(),
                 "scheduler": sched.state_dict(),
+                "method": method.state_dict(),
                 "step": step,
                 "history": history,
                 "seconds": seconds,
@@ -191,19 +202,20 @@ def train2d(
         total=cfg.steps,
         initial=step,
         disable=not progress,
-        mininterval=0.5,
+        mininterval=0.5 if sys.stderr.isatty() else 10.0,
         desc=f"{cfg.method} {cfg.data}",
     )
     model.train()
     t0 = time.perf_counter()
     while step < end:
         x0, x1 = (v.to(device) for v in draw_pairs(cfg, data, source, gen))
-        loss, logs = method_loss(cfg, model, ema, x0, x1, step)
+        loss, logs = method.loss(model, ema.model, x0, x1, step)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
         sched.step()
         ema.update(model)
+        method.after_step(model)
         step += 1
         if step % cfg.log_every == 0 or step == cfg.steps:
             history.append(
@@ -224,6 +236,20 @@ def train2d(
     seconds += time.perf_counter() - t0
     model.eval()
     return TrainResult(model, ema.model, history, seconds, out)
+
+
+def _teacher_for(cfg: Toy2DConfig, out: Path | None, progress: bool, device) -> FlowMapModel:
+    """The FM teacher of a cd/ctm run: loaded from ``cfg.teacher`` or trained (same data,
+    coupling, steps and seed) into ``out/teacher``, reusing a finished one."""
+    if cfg.teacher:
+        return load_checkpoint(cfg.teacher, map_location=device)
+    tcfg = replace(cfg, method="fm", teacher="", fm_times="uniform")
+    tout = out / "teacher" if out is not None else None
+    print(
+        f"[{cfg.method}] no --teacher given: training an FM teacher ({tcfg.steps} steps)"
+        + (f" into {tout}" if tout else "")
+    )
+    return train2d(tcfg, tout, progress=progress, device=device).ema
 
 
 def rng_states(gen: torch.Generator) -> dict:

@@ -1,0 +1,300 @@
+r"""Consistency-family losses: CD, CT (iCT), CTM, GCTM and BCM (ALGORITHMS.md §3–§4).
+
+All losses act on a coupled batch ``(x0, x1)`` of shape ``(B, *D)`` and return
+``(loss, logs)``; every per-sample quantity (times, ODE solves, targets) is a tensor op over
+the batch. Shared pieces:
+
+* distance — per-sample pseudo-Huber :math:`d(\Delta) = \sqrt{\|\Delta\|^2 + c^2} - c`,
+  :math:`c = 0.00054\sqrt{d}` (d = numel of one sample); with a weight w the residual is
+  normalized first, :math:`d(\Delta / w)`, which for a scalar w equals the reference form
+  :math:`(\sqrt{\|\Delta\|^2 + (cw)^2} - cw) / w`.
+* stop-gradient targets use the **current** weights under ``torch.no_grad`` and the **same
+  dropout randomness** as the student pass (:func:`same_randomness`).
+* "map to time 0 with frozen weights" (CTM, BCM) lets the gradient flow through the input
+  but not into the parameters (:func:`frozen`).
+
+Method summary (t > u ≥ s are times on a coarse EDM grid; X0 data, X1 source):
+
+=====  =====================================  ==============================  ==============
+name   student                                target                           ODE teacher
+=====  =====================================  ==============================  ==============
+CD     G_θ(x_{t_{n+1}}, t_{n+1}, 0)            G_ema⁻(x̂_{t_n}, t_n, 0)          FM model, 1 Heun step
+CT     G_θ(x_{t_{n+1}}, t_{n+1}, 0)            sg G_θ(x_{t_n}, t_n, 0), same X1  none
+CTM    G_sg(G_θ(x_t, t, s), s, 0)              G_sg(G_ema(x_u, u, s), s, 0)      FM model, Heun t → u
+GCTM   G_θ(x_t, t, s)                          sg G_θ(x_u, u, s)                 own EMA velocity, Heun t → u
+BCM    G_θ(x_{t_{n+1}}, t_{n+1}, 0) and        sg G_θ(x_{t_n}, t_n, 0)           none
+       G_sg(G_θ(x_{t_{n+1}}, t_{n+1}, τ), τ, 0)
+=====  =====================================  ==============================  ==============
+
+CTM, GCTM add the FM loss (DSM) to keep the velocity; GCTM's total is
+:math:`\lambda L_\text{GCTM} + L_\text{FM}`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+from collections.abc import Iterator
+
+import torch
+from torch import Tensor, nn
+
+from .interpolant import SIGMA_MAX
+from .losses import fm_loss, sample_fm_times
+from .parameterization import FlowMapModel
+from .solvers import integrate_per_sample
+from .timegrid import draw_tsu
+from .validation import broadcast_time
+
+HUBER_SCALE = 0.00054
+
+
+def huber_c(x: Tensor) -> float:
+    r""":math:`c = 0.00054\sqrt{d}` for samples like ``x: (B, *D)``."""
+    return HUBER_SCALE * math.sqrt(x[0].numel())
+
+
+def pseudo_huber(delta: Tensor, c: float, weight: Tensor | None = None) -> Tensor:
+    r"""Per-sample pseudo-Huber distance :math:`\sqrt{\|\Delta/w\|^2 + c^2} - c`, shape ``(B,)``.
+
+    The norm runs over *all* coordinates of a sample (not element-wise). ``weight`` broadcasts
+    to ``delta`` (a per-sample scalar or a per-coordinate scale).
+    """
+    if weight is not None:
+        delta = delta / weight
+    return (delta.flatten(1).pow(2).sum(1) + c * c).sqrt() - c
+
+
+@contextlib.contextmanager
+def same_randomness(seed: int, device: torch.device | None = None) -> Iterator[None]:
+    """Run a block with torch's RNG seeded to ``seed`` and restore the outer RNG afterwards.
+
+    Two forward passes of the same network on same-shaped inputs inside two such blocks with
+    the same seed draw identical dropout masks.
+    """
+    devices = [device] if device is not None and device.type == "cuda" else []
+    with torch.random.fork_rng(devices=devices, device_type="cuda" if devices else "cpu"):
+        torch.manual_seed(seed)
+        yield
+
+
+@contextlib.contextmanager
+def frozen(model: nn.Module) -> Iterator[nn.Module]:
+    """Temporarily stop gradients into ``model``'s parameters (gradients still flow through inputs)."""
+    flags = [p.requires_grad for p in model.parameters()]
+    model.requires_grad_(False)
+    try:
+        yield model
+    finally:
+        for p, f in zip(model.parameters(), flags, strict=True):
+            p.requires_grad_(f)
+
+
+def _seed() -> int:
+    return int(torch.randint(0, 2**62, (1,)))
+
+
+def _xt(x0: Tensor, x1: Tensor, t: Tensor) -> Tensor:
+    tb = broadcast_time(t, x0)
+    return (1 - tb) * x0 + tb * x1
+
+
+def _gctm_weight(model: FlowMapModel, t: Tensor, s: Tensor, like: Tensor) -> Tensor:
+    """:math:`w = c_\\text{out}(t)(1 - s/t)`, broadcast to ``like`` (t > 0 here)."""
+    c_out = model.coefficients(t, like)["c_out"]
+    return c_out * broadcast_time(1 - s / t, like)
+
+
+def gctm_loss(
+    model: FlowMapModel,
+    ema: FlowMapModel,
+    x0: Tensor,
+    x1: Tensor,
+    grid: Tensor,
+    *,
+    lam: float = 1.0,
+    fm_times: str = "lognormal",
+    weighted: bool = True,
+    solver: str = "heun",
+) -> tuple[Tensor, dict]:
+    r"""GCTM: teacher-free trajectory consistency plus FM (ALGORITHMS.md §3–§4).
+
+    1. draw per-sample grid indices t > u ≥ s (:func:`~gctm_mini.timegrid.draw_tsu`);
+    2. :math:`x_t = (1-t)X_0 + tX_1`; :math:`x_u` = Heun from t to u along ``grid`` with the
+       **EMA** velocity (no grad; Euler on a step landing at 0);
+    3. target :math:`\mathrm{sg}\,G_\theta(x_u, u, s)` (current weights, same dropout as the
+       student), student :math:`G_\theta(x_t, t, s)`;
+    4. :math:`L = \lambda\, E\,d\big((G_\theta(x_t,t,s) - \text{target}) / w\big) + L_\text{FM}`,
+       :math:`w = c_\text{out}(t)(1 - s/t)` if ``weighted``.
+
+    Args:
+        grid: coarse grid ``(N + 1,)`` ascending from 0 to 1 (the curriculum's current N).
+    """
+    B = x0.shape[0]
+    g = grid.to(x0)
+    t_idx, s_idx, u_idx = draw_tsu(grid.to(x0.device), B)
+    t, s, u = g[t_idx], g[s_idx], g[u_idx]
+    xt = _xt(x0, x1, t)
+    with torch.no_grad():
+        xu = integrate_per_sample(ema._velocity, xt, g, t_idx, u_idx, solver)
+    seed = _seed()
+    with same_randomness(seed, x0.device), torch.no_grad():
+        target = model._G(xu, u, s)
+    with same_randomness(seed, x0.device):
+        student = model._G(xt, t, s)
+    w = _gctm_weight(model, t, s, x0) if weighted else None
+    l_cons = pseudo_huber(student - target, huber_c(x0), w).mean()
+    l_fm = fm_loss(model, x0, x1, sample_fm_times(B, fm_times, x0.device))
+    return lam * l_cons + l_fm, {"consistency": l_cons.item(), "fm": l_fm.item()}
+
+
+def ict_index_probs(grid: Tensor, p_mean: float = -1.1, p_std: float = 2.0) -> Tensor:
+    r"""iCT's discretized log-normal over intervals n = 0…N−1 of ``grid``:
+    :math:`p(n) \propto \mathrm{erf}\big(\tfrac{\log\sigma_{n+1} - P_\text{mean}}{\sqrt2 P_\text{std}}\big)
+    - \mathrm{erf}\big(\tfrac{\log\sigma_n - P_\text{mean}}{\sqrt2 P_\text{std}}\big)`, σ clamped to
+    [σ_min-ish, σ_max]."""
+    sig = _sigma(grid.double())
+    logs = torch.log(sig.clamp_min(1e-12))
+    cdf = torch.erf((logs - p_mean) / (math.sqrt(2) * p_std))
+    p = (cdf[1:] - cdf[:-1]).clamp_min(0)
+    return (p / p.sum()).float()
+
+
+def _sigma(t: Tensor, sigma_max: float = SIGMA_MAX) -> Tensor:
+    """σ = t / (1 − t), with t = 1 mapped to ``sigma_max`` (the grid's clamp)."""
+    return torch.where(t >= 1, torch.full_like(t, sigma_max), t / (1 - t).clamp_min(1e-12))
+
+
+def ct_loss(
+    model: FlowMapModel, x0: Tensor, x1: Tensor, grid: Tensor, sigma_max: float = SIGMA_MAX
+) -> tuple[Tensor, dict]:
+    r"""Consistency training, iCT flavour (Song & Dhariwal 2024), in this project's time.
+
+    For interval n ~ iCT's log-normal, with the **same** X1 on both sides:
+    :math:`x_{t_{n+1}}` and :math:`x_{t_n}` from the interpolant; student
+    :math:`G_\theta(x_{t_{n+1}}, t_{n+1}, 0)`, target :math:`\mathrm{sg}\,G_\theta(x_{t_n}, t_n, 0)`
+    (current weights, same dropout; no EMA target); pseudo-Huber weighted by
+    :math:`\lambda_n = 1/(\sigma_{n+1} - \sigma_n)` (σ at t = 1 clamped to σ_max).
+    """
+    B = x0.shape[0]
+    g = grid.to(x0)
+    n = torch.multinomial(ict_index_probs(grid), B, replacement=True).to(x0.device)
+    t_hi, t_lo = g[n + 1], g[n]
+    seed = _seed()
+    with same_randomness(seed, x0.device), torch.no_grad():
+        target = model._G(_xt(x0, x1, t_lo), t_lo, torch.zeros_like(t_lo))
+    with same_randomness(seed, x0.device):
+        student = model._G(_xt(x0, x1, t_hi), t_hi, torch.zeros_like(t_hi))
+    lam = 1.0 / (_sigma(t_hi, sigma_max) - _sigma(t_lo, sigma_max))
+    loss = (lam * pseudo_huber(student - target, huber_c(x0))).mean()
+    return loss, {"consistency": loss.item()}
+
+
+def cd_loss(
+    model: FlowMapModel,
+    target_model: FlowMapModel,
+    teacher: FlowMapModel,
+    x0: Tensor,
+    x1: Tensor,
+    grid: Tensor,
+) -> tuple[Tensor, dict]:
+    r"""Consistency distillation (Song et al. 2023) from a flow-matching teacher.
+
+    n uniform in {0…N−1}; :math:`x_{t_{n+1}}` from the interpolant; :math:`\hat x_{t_n}` = one
+    Heun step of the **teacher's** velocity (Euler if :math:`t_n = 0`); student
+    :math:`G_\theta(x_{t_{n+1}}, t_{n+1}, 0)`, target :math:`G_{\theta^-}(\hat x_{t_n}, t_n, 0)` with
+    the EMA target network θ⁻; pseudo-Huber distance.
+    """
+    B = x0.shape[0]
+    g = grid.to(x0)
+    n = torch.randint(0, g.shape[0] - 1, (B,), device=x0.device)
+    x_hi = _xt(x0, x1, g[n + 1])
+    with torch.no_grad():
+        x_lo = integrate_per_sample(teacher._velocity, x_hi, g, n + 1, n, "heun")
+        target = target_model._G(x_lo, g[n], torch.zeros_like(g[n]))
+    student = model._G(x_hi, g[n + 1], torch.zeros_like(g[n]))
+    loss = pseudo_huber(student - target, huber_c(x0)).mean()
+    return loss, {"consistency": loss.item()}
+
+
+def ctm_loss(
+    model: FlowMapModel,
+    target_model: FlowMapModel,
+    teacher: FlowMapModel,
+    x0: Tensor,
+    x1: Tensor,
+    grid: Tensor,
+    *,
+    fm_times: str = "lognormal",
+) -> tuple[Tensor, dict]:
+    r"""CTM (Kim et al. 2024) without the GAN term: anytime-to-anytime jumps from a teacher.
+
+    t-index uniform in {1…N}, s uniform in {0…t−1}, u uniform in {s…t−1};
+    :math:`x_u` = Heun t → u with the **teacher's** velocity; target
+    :math:`G_{\theta^-}(x_u, u, s)` with the EMA target network; both sides mapped to time 0
+    by :math:`G_{\mathrm{sg}(\theta)}(\cdot, s, 0)` (frozen weights, gradients through the
+    student's input); pseudo-Huber; plus the FM/DSM loss.
+    """
+    B = x0.shape[0]
+    g = grid.to(x0)
+    N = g.shape[0] - 1
+    dev = x0.device
+    t_idx = torch.randint(1, N + 1, (B,), device=dev)
+    s_idx = (torch.rand(B, device=dev) * t_idx).long()
+    u_idx = s_idx + (torch.rand(B, device=dev) * (t_idx - s_idx)).long()
+    t, s, u = g[t_idx], g[s_idx], g[u_idx]
+    zero = torch.zeros_like(s)
+    xt = _xt(x0, x1, t)
+    with torch.no_grad():
+        xu = integrate_per_sample(teacher._velocity, xt, g, t_idx, u_idx, "heun")
+        seed = _seed()
+        target = target_model._G(xu, u, s)
+        with same_randomness(seed, dev):
+            target0 = model._G(target, s, zero)
+    student_s = model._G(xt, t, s)
+    with frozen(model), same_randomness(seed, dev):
+        student0 = model._G(student_s, s, zero)
+    l_cons = pseudo_huber(student0 - target0, huber_c(x0)).mean()
+    l_fm = fm_loss(model, x0, x1, sample_fm_times(B, fm_times, dev))
+    return l_cons + l_fm, {"consistency": l_cons.item(), "fm": l_fm.item()}
+
+
+def bcm_loss(
+    model: FlowMapModel, x0: Tensor, x1: Tensor, grid: Tensor, sigma_max: float = SIGMA_MAX
+) -> tuple[Tensor, dict]:
+    r"""Bidirectional consistency (Li & He 2024), in this project's time convention.
+
+    One network for both directions (``model.bidirectional``: :math:`G(x,t,s) = x + (s-t)\bar u_\theta`).
+    With interval n as in iCT and the same X1 on both sides, the target is
+    :math:`y = \mathrm{sg}\,G_\theta(x_{t_n}, t_n, 0)`, and
+
+    * CT term: :math:`d\big(G_\theta(x_{t_{n+1}}, t_{n+1}, 0), y\big)`;
+    * soft term: jump to a random :math:`\tau \sim U(0, 1)` — either side of :math:`t_{n+1}` —
+      and back: :math:`d\big(G_{\mathrm{sg}(\theta)}(G_\theta(x_{t_{n+1}}, t_{n+1}, \tau), \tau, 0), y\big)`.
+
+    Both weighted by iCT's :math:`1/(\sigma_{n+1} - \sigma_n)`.
+    """
+    if not model.bidirectional:
+        raise ValueError("BCM needs a bidirectional model (build it with bidirectional=True)")
+    B = x0.shape[0]
+    g = grid.to(x0)
+    dev = x0.device
+    n = torch.multinomial(ict_index_probs(grid), B, replacement=True).to(dev)
+    t_hi, t_lo = g[n + 1], g[n]
+    zero = torch.zeros_like(t_hi)
+    tau = torch.rand(B, device=dev, dtype=x0.dtype)
+    x_hi = _xt(x0, x1, t_hi)
+    seed = _seed()
+    with same_randomness(seed, dev), torch.no_grad():
+        y = model._G(_xt(x0, x1, t_lo), t_lo, zero)
+    with same_randomness(seed, dev):
+        direct = model._G(x_hi, t_hi, zero)
+    with same_randomness(seed + 1, dev):
+        jumped = model._G(x_hi, t_hi, tau)
+    with frozen(model), same_randomness(seed + 2, dev):
+        back = model._G(jumped, tau, zero)
+    lam = 1.0 / (_sigma(t_hi, sigma_max) - _sigma(t_lo, sigma_max))
+    c = huber_c(x0)
+    l_ct = (lam * pseudo_huber(direct - y, c)).mean()
+    l_soft = (lam * pseudo_huber(back - y, c)).mean()
+    return l_ct + l_soft, {"ct": l_ct.item(), "soft": l_soft.item()}

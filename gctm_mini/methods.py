@@ -1,0 +1,120 @@
+"""Training methods as small objects: which loss, which time grid at which step, and what
+extra state (a teacher, an EMA target network) each one carries.
+
+=======  ====================================  =======================  ====================
+method   loss (:mod:`~gctm_mini.consistency`)  time grid                needs
+=======  ====================================  =======================  ====================
+fm       :func:`~gctm_mini.losses.fm_loss`     none (t from fm_times)   —
+cd       :func:`cd_loss`                       EDM grid, fixed N=cd_n   FM teacher, EMA target
+ct       :func:`ct_loss` (iCT)                 EDM grid, N curriculum   —
+ctm      :func:`ctm_loss`                      EDM grid, N curriculum   FM teacher
+gctm     :func:`gctm_loss`                     EDM grid, N curriculum   — (own EMA velocity)
+bcm      :func:`bcm_loss`                      EDM grid, N curriculum   bidirectional model
+=======  ====================================  =======================  ====================
+
+A config object passed here needs the fields of :class:`MethodFields` (the 2D and image
+configs both have them).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from .consistency import bcm_loss, cd_loss, ct_loss, ctm_loss, gctm_loss
+from .ema import EMA
+from .losses import fm_loss, sample_fm_times
+from .parameterization import FlowMapModel
+from .timegrid import curriculum_N, fine_grid
+
+METHODS = ("fm", "cd", "ct", "ctm", "gctm", "bcm")
+NEEDS_TEACHER = ("cd", "ctm")
+
+
+@dataclass
+class MethodFields:
+    """The knobs every method reads (mixed into the run configs)."""
+
+    method: str = "fm"
+    steps: int = 4000
+    fm_times: str = "uniform"
+    lam: float = 1.0
+    weighted: bool = True
+    n_start: int = 4
+    n_cap: int = 64
+    n_double_every: int = 0
+    cd_n: int = 16
+    target_decay: float = 0.95
+    sigma_max: float = 80.0
+
+
+def double_every(cfg) -> int:
+    """Curriculum period K: ``cfg.n_double_every``, or (0 = auto) so that N reaches ``n_cap``
+    in the last of ``log2(n_cap / n_start) + 1`` equal phases of the run."""
+    if cfg.n_double_every > 0:
+        return cfg.n_double_every
+    phases = int(round(math.log2(max(1, cfg.n_cap // cfg.n_start)))) + 1
+    return max(1, cfg.steps // phases)
+
+
+class TrainingMethod:
+    """Loss and per-step state of one method (see the module table)."""
+
+    def __init__(self, cfg, model: FlowMapModel, teacher: FlowMapModel | None = None) -> None:
+        if cfg.method not in METHODS:
+            raise ValueError(f"unknown method {cfg.method!r}; choose one of: {', '.join(METHODS)}")
+        if cfg.method in NEEDS_TEACHER and teacher is None:
+            raise ValueError(f"method {cfg.method!r} needs a trained FM teacher")
+        if (cfg.method == "bcm") != model.bidirectional:
+            raise ValueError("bcm needs a bidirectional model and other methods a forward one")
+        self.cfg = cfg
+        self.teacher = teacher.eval().requires_grad_(False) if teacher is not None else None
+        self.target = EMA(model, cfg.target_decay) if cfg.method == "cd" else None
+        self._grids: dict[int, Tensor] = {}
+
+    def n_intervals(self, step: int) -> int:
+        """N, the number of grid intervals at ``step`` (fixed for CD, doubling otherwise)."""
+        if self.cfg.method == "cd":
+            return self.cfg.cd_n
+        return curriculum_N(step, self.cfg.n_start, double_every(self.cfg), self.cfg.n_cap)
+
+    def grid(self, step: int) -> Tensor:
+        """The EDM grid in t with N intervals, ascending from 0 to 1, ``(N + 1,)``."""
+        N = self.n_intervals(step)
+        if N not in self._grids:
+            self._grids[N] = fine_grid(N, sigma_max=self.cfg.sigma_max, dtype=torch.float32)
+        return self._grids[N]
+
+    def loss(
+        self, model: FlowMapModel, ema: FlowMapModel, x0: Tensor, x1: Tensor, step: int
+    ) -> tuple[Tensor, dict]:
+        cfg, m = self.cfg, self.cfg.method
+        if m == "fm":
+            loss = fm_loss(model, x0, x1, sample_fm_times(x0.shape[0], cfg.fm_times, x0.device))
+            return loss, {"fm": loss.item()}
+        grid = self.grid(step).to(x0.device)
+        if m == "gctm":
+            return gctm_loss(
+                model, ema, x0, x1, grid, lam=cfg.lam, fm_times=cfg.fm_times, weighted=cfg.weighted
+            )
+        if m == "ct":
+            return ct_loss(model, x0, x1, grid, cfg.sigma_max)
+        if m == "bcm":
+            return bcm_loss(model, x0, x1, grid, cfg.sigma_max)
+        if m == "cd":
+            return cd_loss(model, self.target.model, self.teacher, x0, x1, grid)
+        return ctm_loss(model, ema, self.teacher, x0, x1, grid, fm_times=cfg.fm_times)
+
+    def after_step(self, model: FlowMapModel) -> None:
+        if self.target is not None:
+            self.target.update(model)
+
+    def state_dict(self) -> dict:
+        return {"target": self.target.state_dict()} if self.target is not None else {}
+
+    def load_state_dict(self, state: dict) -> None:
+        if self.target is not None:
+            self.target.load_state_dict(state["target"])
