@@ -21,7 +21,7 @@ import torch
 from .checkpoint import CheckpointError, load_checkpoint
 from .data2d import make_dataset
 from .metrics import quality_by_nfe
-from .sampling import SAMPLERS, make_sampler
+from .sampling import DEFAULT_SAMPLER, SAMPLERS, make_sampler
 from .training import Toy2DConfig, train2d
 
 
@@ -57,11 +57,6 @@ def _config_from(args: argparse.Namespace) -> Toy2DConfig:
     return Toy2DConfig(**{f.name: getattr(args, f.name) for f in fields(Toy2DConfig)}).validate()
 
 
-def default_sampler(method: str) -> str:
-    """FM is sampled with its ODE (Euler); flow-map methods jump with G."""
-    return "euler" if method == "fm" else "flowmap"
-
-
 def cmd_train2d(args: argparse.Namespace) -> int:
     cfg = _config_from(args)
     res = train2d(cfg, args.out, resume=not args.no_resume, progress=not args.quiet)
@@ -73,20 +68,42 @@ def cmd_train2d(args: argparse.Namespace) -> int:
 
 
 def evaluate_run(
-    path: str | Path, nfes: list[int], n: int = 4096, seeds: int = 3, sampler: str | None = None
+    path: str | Path,
+    nfes: list[int],
+    n: int = 4096,
+    seeds: int = 3,
+    sampler: str | None = None,
+    gamma: float | None = None,
 ) -> dict:
     """W2 by NFE of the EMA model saved in ``path``, as a JSON-able dict."""
     model = load_checkpoint(path)
     cfg = model.train_config
-    kind = sampler or default_sampler(cfg.get("method", "fm"))
-    source = make_dataset(cfg["source"]) if cfg.get("source", "gaussian") != "gaussian" else None
+    kind, default_gamma = DEFAULT_SAMPLER[cfg.get("method", "fm")]
+    if gamma is not None and sampler is None:
+        kind = "gamma"
+    kind = sampler or kind
+    gamma = default_gamma if gamma is None else gamma
+    source = None
+    if cfg.get("source", "gaussian") != "gaussian":
+        src, eps = make_dataset(cfg["source"]), float(cfg.get("eps", 0.0))
+
+        def source(k: int, g: torch.Generator) -> torch.Tensor:  # as in training: X1 + ε z
+            x = src(k, g)
+            return x + eps * torch.randn(x.shape, generator=g) if eps > 0 else x
+
     rep = quality_by_nfe(
-        make_sampler(model, kind), make_dataset(cfg["data"]), nfes, n=n, seeds=seeds, source=source
+        make_sampler(model, kind, gamma),
+        make_dataset(cfg["data"]),
+        nfes,
+        n=n,
+        seeds=seeds,
+        source=source,
     )
     out = rep.to_json()
     out.update(
         {
             "sampler": kind,
+            "gamma": gamma if kind == "gamma" else None,
             "method": cfg.get("method"),
             "data": cfg.get("data"),
             "coupling": cfg.get("coupling"),
@@ -97,7 +114,7 @@ def evaluate_run(
 
 def cmd_eval2d(args: argparse.Namespace) -> int:
     t0 = time.perf_counter()
-    res = evaluate_run(args.dir, args.nfe, args.n, args.seeds, args.sampler)
+    res = evaluate_run(args.dir, args.nfe, args.n, args.seeds, args.sampler, args.gamma)
     print(
         f"{res['method']} on {res['data']} ({res['coupling']}), sampler {res['sampler']}, "
         f"exact W2, n={res['n']}, mean of {res['seeds']} seeds:"
@@ -153,8 +170,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--sampler",
         choices=SAMPLERS,
         default=None,
-        help="default: euler for fm, flowmap for consistency methods",
+        help="default by method: euler (fm), gamma with γ=1 (cd, ct, bcm), flowmap (ctm, gctm)",
     )
+    e.add_argument("--gamma", type=float, default=None, help="γ for the gamma sampler (implies it)")
     e.add_argument("--json", default=None, help="write the results to this JSON file")
     e.set_defaults(fn=cmd_eval2d)
     return p

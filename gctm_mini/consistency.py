@@ -23,7 +23,7 @@ CT     G_θ(x_{t_{n+1}}, t_{n+1}, 0)            sg G_θ(x_{t_n}, t_n, 0), same X
 CTM    G_sg(G_θ(x_t, t, s), s, 0)              G_sg(G_ema(x_u, u, s), s, 0)      FM model, Heun t → u
 GCTM   G_θ(x_t, t, s)                          sg G_θ(x_u, u, s)                 own EMA velocity, Heun t → u
 BCM    G_θ(x_{t_{n+1}}, t_{n+1}, 0) and        sg G_θ(x_{t_n}, t_n, 0)           none
-       G_sg(G_θ(x_{t_{n+1}}, t_{n+1}, τ), τ, 0)
+       G_sg(G_θ(x_{t_{n+1}}, t_{n+1}, τ), τ, 0)  (τ on either side of t_{n+1})
 =====  =====================================  ==============================  ==============
 
 CTM, GCTM add the FM loss (DSM) to keep the velocity; GCTM's total is
@@ -265,24 +265,33 @@ def bcm_loss(
     r"""Bidirectional consistency (Li & He 2024), in this project's time convention.
 
     One network for both directions (``model.bidirectional``: :math:`G(x,t,s) = x + (s-t)\bar u_\theta`).
-    With interval n as in iCT and the same X1 on both sides, the target is
-    :math:`y = \mathrm{sg}\,G_\theta(x_{t_n}, t_n, 0)`, and
+    Interval n is drawn as in iCT; with the same X1 on both sides the target is
+    :math:`y = \mathrm{sg}\,G_\theta(x_{t_n}, t_n, 0)` (current weights), and
 
-    * CT term: :math:`d\big(G_\theta(x_{t_{n+1}}, t_{n+1}, 0), y\big)`;
-    * soft term: jump to a random :math:`\tau \sim U(0, 1)` — either side of :math:`t_{n+1}` —
-      and back: :math:`d\big(G_{\mathrm{sg}(\theta)}(G_\theta(x_{t_{n+1}}, t_{n+1}, \tau), \tau, 0), y\big)`.
+    * CT term: :math:`d\big(G_\theta(x_{t_{n+1}}, t_{n+1}, 0), y\big) / (\sigma_{n+1} - \sigma_n)`;
+    * soft term: jump to a grid time :math:`\tau \ne t_{n+1}` drawn from the same iCT
+      distribution — on either side of :math:`t_{n+1}` — and back to the data end through
+      frozen weights (the gradient flows through the jump's output):
+      :math:`d\big(G_{\mathrm{sg}(\theta)}(G_\theta(x_{t_{n+1}}, t_{n+1}, \tau), \tau, 0), y\big)
+      / |\sigma(\tau) - \sigma_{n+1}|`.
 
-    Both weighted by iCT's :math:`1/(\sigma_{n+1} - \sigma_n)`.
+    Loss = CT + soft, as in the BCM reference code (``BCM/cm/karras_diffusion.py``). Unlike
+    that code, which fine-tunes an iCT model and never samples the last interval, we train
+    from scratch and keep it, so the one-jump map from t = 1 is learned.
     """
     if not model.bidirectional:
         raise ValueError("BCM needs a bidirectional model (build it with bidirectional=True)")
     B = x0.shape[0]
     g = grid.to(x0)
     dev = x0.device
-    n = torch.multinomial(ict_index_probs(grid), B, replacement=True).to(dev)
-    t_hi, t_lo = g[n + 1], g[n]
+    probs = ict_index_probs(grid).to(dev)
+    n = torch.multinomial(probs, B, replacement=True)
+    # τ = grid[j], j ~ the same distribution over grid points 0…N−1, excluding j = n + 1
+    pj = probs.expand(B, -1).clone()
+    pj.scatter_(1, (n + 1).clamp(max=pj.shape[1] - 1)[:, None], 0.0)
+    j = torch.multinomial(pj, 1).squeeze(1)
+    t_hi, t_lo, tau = g[n + 1], g[n], g[j]
     zero = torch.zeros_like(t_hi)
-    tau = torch.rand(B, device=dev, dtype=x0.dtype)
     x_hi = _xt(x0, x1, t_hi)
     seed = _seed()
     with same_randomness(seed, dev), torch.no_grad():
@@ -293,8 +302,8 @@ def bcm_loss(
         jumped = model._G(x_hi, t_hi, tau)
     with frozen(model), same_randomness(seed + 2, dev):
         back = model._G(jumped, tau, zero)
-    lam = 1.0 / (_sigma(t_hi, sigma_max) - _sigma(t_lo, sigma_max))
+    sig_hi = _sigma(t_hi, sigma_max)
     c = huber_c(x0)
-    l_ct = (lam * pseudo_huber(direct - y, c)).mean()
-    l_soft = (lam * pseudo_huber(back - y, c)).mean()
+    l_ct = (pseudo_huber(direct - y, c) / (sig_hi - _sigma(t_lo, sigma_max))).mean()
+    l_soft = (pseudo_huber(back - y, c) / (_sigma(tau, sigma_max) - sig_hi).abs()).mean()
     return l_ct + l_soft, {"ct": l_ct.item(), "soft": l_soft.item()}

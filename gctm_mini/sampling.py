@@ -205,6 +205,18 @@ def bcm_interpolate(
     return torch.stack(out)
 
 
+DEFAULT_SAMPLER = {
+    "fm": ("euler", 0.0),
+    "cd": ("gamma", 1.0),
+    "ct": ("gamma", 1.0),
+    "ctm": ("flowmap", 0.0),
+    "gctm": ("flowmap", 0.0),
+    "bcm": ("gamma", 1.0),
+}
+"""How each method samples at NFE k by default: FM integrates its ODE; CMs (and BCM) only
+learned jumps to 0, so they use CM multistep (γ = 1); CTM/GCTM jump deterministically."""
+
+
 def make_sampler(model: FlowMapModel, kind: str, gamma: float = 0.0):
     """``sampler(x1, nfe) -> x0`` for ``kind`` in :data:`SAMPLERS` (for :func:`~gctm_mini.metrics.quality_by_nfe`).
 

@@ -25,13 +25,23 @@ def fine_grid(
     sigma_max: float = SIGMA_MAX,
     rho: float = 7.0,
     dtype: torch.dtype = torch.float64,
+    shift: float = 0.0,
 ) -> Tensor:
-    """The EDM ρ-grid mapped to t ∈ [0, 1]: ``(M + 1,)`` ascending, ``t[0] = 0``, ``t[M] = 1``."""
+    """The EDM ρ-grid mapped to t ∈ [0, 1]: ``(M + 1,)`` ascending, ``t[0] = 0``, ``t[M] = 1``.
+
+    ``shift`` δ ∈ [0, 1) moves every interior node from position i/M to (i − δ)/M in the
+    ρ-space (the end nodes stay at 0 and 1). Training with a fresh δ per batch lets a
+    coarse grid cover every time, so G(x, t, s) is learned between the nodes too; δ = 0 is
+    the reference grid.
+    """
     if M < 1:
         raise ValueError(f"M must be ≥ 1; got {M}")
     if not 0 < sigma_min < sigma_max:
         raise ValueError(f"need 0 < sigma_min < sigma_max; got {sigma_min}, {sigma_max}")
+    if not 0.0 <= shift < 1.0:
+        raise ValueError(f"shift must lie in [0, 1); got {shift}")
     i = torch.arange(M + 1, dtype=torch.float64)
+    i[1:M] -= shift
     a, b = sigma_min ** (1 / rho), sigma_max ** (1 / rho)
     sigma = (a + i / M * (b - a)) ** rho
     t = sigma / (1 + sigma)

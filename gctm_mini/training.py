@@ -25,7 +25,7 @@ from .couplings import COUPLINGS, PAIRINGS, couple, perturb_source
 from .data2d import DATASETS, as_sampler
 from .ema import EMA
 from .losses import FM_TIME_SAMPLERS
-from .methods import METHODS, NEEDS_TEACHER, MethodFields, TrainingMethod
+from .methods import DEFAULT_STEPS_2D, METHODS, NEEDS_TEACHER, MethodFields, TrainingMethod
 from .models import build_model, mlp_spec
 from .parameterization import CouplingMoments, FlowMapModel
 from .validation import check_choice
@@ -35,7 +35,8 @@ from .validation import check_choice
 class Toy2DConfig(MethodFields):
     """Every knob of a 2D run (all overridable from ``python -m gctm_mini train2d``).
 
-    Method knobs come from :class:`~gctm_mini.methods.MethodFields`: ``method``, ``steps``,
+    Method knobs come from :class:`~gctm_mini.methods.MethodFields`: ``method``, ``steps``
+    (0 = the method's default, :data:`~gctm_mini.methods.DEFAULT_STEPS_2D`),
     ``fm_times`` (FM time sampler), ``lam`` (λ of GCTM), ``weighted`` (GCTM's
     c_out(t)(1 − s/t) weight), ``n_start``/``n_cap``/``n_double_every`` (N curriculum;
     0 = auto), ``cd_n`` (CD's fixed N), ``target_decay`` (CD's EMA target), ``sigma_max``.
@@ -49,7 +50,7 @@ class Toy2DConfig(MethodFields):
     batch_size: int = 256
     lr: float = 2e-3
     seed: int = 0
-    ema_decay: float = 0.999
+    ema_decay: float = 0.99
     ckpt_every: int = 1000
     log_every: int = 50
     hidden: int = 256
@@ -61,7 +62,10 @@ class Toy2DConfig(MethodFields):
     teacher: str = ""
 
     def validate(self) -> Toy2DConfig:
+        """Check every field; fills in ``steps = 0`` with the method's default."""
         check_choice(self.method, METHODS, "method")
+        if self.steps == 0:
+            self.steps = DEFAULT_STEPS_2D[self.method]
         check_choice(self.data, DATASETS, "dataset")
         check_choice(self.source, DATASETS, "source dataset")
         check_choice(self.coupling, COUPLINGS, "coupling")
@@ -243,7 +247,7 @@ def _teacher_for(cfg: Toy2DConfig, out: Path | None, progress: bool, device) -> 
     coupling, steps and seed) into ``out/teacher``, reusing a finished one."""
     if cfg.teacher:
         return load_checkpoint(cfg.teacher, map_location=device)
-    tcfg = replace(cfg, method="fm", teacher="", fm_times="uniform")
+    tcfg = replace(cfg, method="fm", teacher="", fm_times="uniform", steps=DEFAULT_STEPS_2D["fm"])
     tout = out / "teacher" if out is not None else None
     print(
         f"[{cfg.method}] no --teacher given: training an FM teacher ({tcfg.steps} steps)"
