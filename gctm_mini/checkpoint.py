@@ -30,7 +30,7 @@ class CheckpointError(RuntimeError):
 def checkpoint_path(path: str | os.PathLike) -> Path:
     """``DIR/checkpoint.pt`` for a directory, ``path`` itself for a file."""
     p = Path(path)
-    return p / FILENAME if p.is_dir() or p.suffix == "" else p
+    return p / FILENAME if p.is_dir() or p.suffix != ".pt" else p
 
 
 def save_checkpoint(path: str | os.PathLike, payload: dict) -> Path:

@@ -132,6 +132,14 @@ def cmd_eval2d(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_export(args: argparse.Namespace) -> int:
+    from .assets import export_checkpoint
+
+    dest = export_checkpoint(args.run, args.dest)
+    print(f"wrote {dest} ({dest.stat().st_size / 1e6:.2f} MB, EMA weights only)")
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from .demo import run_demo
 
@@ -175,6 +183,11 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--gamma", type=float, default=None, help="γ for the gamma sampler (implies it)")
     e.add_argument("--json", default=None, help="write the results to this JSON file")
     e.set_defaults(fn=cmd_eval2d)
+
+    x = sub.add_parser("export", help="write the EMA-only copy of a run's checkpoint (for sharing)")
+    x.add_argument("run", help="run directory or checkpoint file")
+    x.add_argument("dest", help="destination .pt file")
+    x.set_defaults(fn=cmd_export)
     return p
 
 

@@ -49,6 +49,20 @@ def fine_grid(
     return t.to(dtype)
 
 
+def edm_times(k: int, t_lo: float = 0.0, sigma_max: float = SIGMA_MAX, rho: float = 7.0) -> Tensor:
+    """``k + 1`` ascending times from ``t_lo`` to 1 with EDM ρ-spacing (dense near ``t_lo``).
+
+    ``t_lo = 0`` gives :func:`fine_grid` with ``M = k``; ``t_lo > 0`` starts the ρ-grid at
+    σ(t_lo) (used for inversion from a slightly noised data point). float32.
+    """
+    if not 0.0 <= t_lo < 1.0:
+        raise ValueError(f"t_lo must lie in [0, 1); got {t_lo}")
+    sig_lo = t_lo / (1 - t_lo) if t_lo > 0 else SIGMA_MIN
+    g = fine_grid(k, sigma_min=sig_lo, sigma_max=sigma_max, rho=rho, dtype=torch.float32)
+    g[0] = t_lo
+    return g
+
+
 def coarse_grid(fine: Tensor, N: int) -> Tensor:
     """Every ``(M/N)``-th point of ``fine`` (``(M + 1,)``): a grid with N intervals, ``(N + 1,)``."""
     M = fine.shape[0] - 1

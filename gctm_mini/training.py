@@ -14,6 +14,7 @@ import json
 import math
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 
@@ -100,6 +101,7 @@ class TrainResult:
     history: list[dict] = field(default_factory=list)
     seconds: float = 0.0
     out: Path | None = None
+    evals: list[dict] = field(default_factory=list)
 
 
 def draw_pairs(cfg: Toy2DConfig, data, source, gen: torch.Generator):
@@ -127,6 +129,8 @@ def train2d(
     stop_after: int | None = None,
     device: str | torch.device = "cpu",
     teacher: FlowMapModel | None = None,
+    callback: Callable[[int, FlowMapModel], dict] | None = None,
+    callback_every: int = 0,
 ) -> TrainResult:
     """Train a 2D model; with ``out`` set, checkpoint there every ``ckpt_every`` steps.
 
@@ -140,6 +144,9 @@ def train2d(
         device: where the model and batches live (2D toys are fastest on the CPU).
         teacher: the FM model for ``cd``/``ctm``; if omitted it is loaded from
             ``cfg.teacher`` or, if that is empty, trained first (into ``out/teacher``).
+        callback: ``callback(step, ema_model) -> dict`` run every ``callback_every`` steps
+            (e.g. an evaluation for a convergence curve); its rows land in
+            ``TrainResult.evals``. It runs under a forked RNG, so it does not change training.
     """
     cfg.validate()
     out = Path(out) if out is not None else None
@@ -210,6 +217,7 @@ def train2d(
         desc=f"{cfg.method} {cfg.data}",
     )
     model.train()
+    evals: list[dict] = []
     t0 = time.perf_counter()
     while step < end:
         x0, x1 = (v.to(device) for v in draw_pairs(cfg, data, source, gen))
@@ -232,6 +240,11 @@ def train2d(
             )
             bar.set_postfix(loss=f"{history[-1]['loss']:.4f}")
         bar.update(1)
+        if callback is not None and callback_every > 0 and step % callback_every == 0:
+            seconds += time.perf_counter() - t0
+            with torch.random.fork_rng():
+                evals.append({"step": step, **callback(step, ema.model)})
+            t0 = time.perf_counter()
         if step % cfg.ckpt_every == 0 or step == end:
             seconds += time.perf_counter() - t0
             t0 = time.perf_counter()
@@ -239,7 +252,7 @@ def train2d(
     bar.close()
     seconds += time.perf_counter() - t0
     model.eval()
-    return TrainResult(model, ema.model, history, seconds, out)
+    return TrainResult(model, ema.model, history, seconds, out, evals)
 
 
 def _teacher_for(cfg: Toy2DConfig, out: Path | None, progress: bool, device) -> FlowMapModel:

@@ -97,7 +97,7 @@ def test_a_failed_write_leaves_the_previous_checkpoint(tmp_path, monkeypatch):
         ({"method": "ddpm"}, "unknown method"),
         ({"data": "mnist"}, "unknown dataset"),
         ({"coupling": "greedy"}, "unknown coupling"),
-        ({"steps": 0}, "steps"),
+        ({"steps": -1}, "steps"),
     ],
 )
 def test_bad_config_is_rejected(kw, match):
@@ -161,3 +161,68 @@ def test_module_entry_point_runs():
         timeout=120,
     )
     assert r.returncode == 0 and "demo" in r.stdout and "train2d" in r.stdout
+
+
+@pytest.mark.parametrize("method", ["cd", "ct", "ctm", "gctm", "bcm"])
+def test_every_method_trains_resumes_and_evaluates(tmp_path, method):
+    teacher = train2d(small_cfg(steps=20), progress=False).ema if method in ("cd", "ctm") else None
+    cfg = small_cfg(method=method, steps=20)
+    full = train2d(cfg, tmp_path / "full", progress=False, teacher=teacher)
+    train2d(cfg, tmp_path / "split", progress=False, stop_after=10, teacher=teacher)
+    resumed = train2d(cfg, tmp_path / "split", progress=False, teacher=teacher)
+    for a, b in zip(full.ema.state_dict().values(), resumed.ema.state_dict().values(), strict=True):
+        assert torch.equal(a, b)
+    out = tmp_path / "eval.json"
+    assert (
+        cli_main(
+            [
+                "eval2d",
+                str(tmp_path / "full"),
+                "--nfe",
+                "1,2",
+                "--n",
+                "128",
+                "--seeds",
+                "1",
+                "--json",
+                str(out),
+            ]
+        )
+        == 0
+    )
+    res = json.loads(out.read_text())
+    assert res["method"] == method and set(res["w2"]) == {"1", "2"}
+    assert load_checkpoint(tmp_path / "full").bidirectional == (method == "bcm")
+
+
+def test_cd_without_teacher_trains_one_into_the_run_directory(tmp_path, capsys):
+    cfg = small_cfg(method="cd", steps=10)
+    import gctm_mini.training as tr
+
+    orig = dict(tr.DEFAULT_STEPS_2D)
+    tr.DEFAULT_STEPS_2D["fm"] = 10  # keep the automatic teacher short in this test
+    try:
+        train2d(cfg, tmp_path, progress=False)
+    finally:
+        tr.DEFAULT_STEPS_2D.update(orig)
+    assert (tmp_path / "teacher" / "checkpoint.pt").exists()
+    assert "training an FM teacher" in capsys.readouterr().out
+
+
+def test_callback_rows_are_recorded_and_do_not_change_training():
+    cfg = small_cfg(steps=20)
+    plain = train2d(cfg, progress=False)
+    seen = train2d(
+        cfg, progress=False, callback=lambda k, m: {"r": float(torch.rand(()))}, callback_every=5
+    )
+    assert [e["step"] for e in seen.evals] == [5, 10, 15, 20]
+    for a, b in zip(plain.ema.state_dict().values(), seen.ema.state_dict().values(), strict=True):
+        assert torch.equal(a, b)
+
+
+def test_translation_between_two_2d_data_sets(tmp_path):
+    cfg = small_cfg(method="gctm", data="moons", source="8gaussians", coupling="ot", eps=0.05)
+    res = train2d(cfg, tmp_path, progress=False)
+    x1 = make_dataset("8gaussians")(16)
+    assert res.ema.G(x1, 1.0, 0.0).shape == (16, 2)
+    assert cli_main(["eval2d", str(tmp_path), "--nfe", "1", "--n", "128", "--seeds", "1"]) == 0

@@ -1,0 +1,59 @@
+"""The shipped toy checkpoints load and reach their stated quality; the t→s explorer works headless."""
+
+import pytest
+import torch
+
+from gctm_mini.assets import load_shipped, manifest, shipped_path
+from gctm_mini.data2d import make_dataset
+from gctm_mini.metrics import quality_by_nfe
+from gctm_mini.sampling import bcm_invert, bcm_round_trip, make_sampler
+from gctm_mini.widgets import FlowMapExplorer
+
+ENTRIES = manifest()
+
+
+@pytest.mark.parametrize("name", list(ENTRIES))
+def test_shipped_checkpoint_reaches_its_quality(name):
+    e = ENTRIES[name]
+    model = load_shipped(name)
+    assert model.train_config["method"] == e["method"] and model.train_config["data"] == e["data"]
+    sampler = make_sampler(model, e["sampler"], gamma=1.0)
+    rep = quality_by_nfe(sampler, make_dataset(e["data"]), [e["nfe"]], n=2048, seeds=2)
+    assert rep.values[e["nfe"]] <= e["max_w2_ratio"] * rep.floor, (name, rep.values, rep.floor)
+    assert shipped_path(name).stat().st_size < 1_500_000
+
+
+def test_unknown_shipped_name_is_a_clear_error():
+    with pytest.raises(ValueError, match="unknown shipped checkpoint"):
+        load_shipped("gan_moons")
+
+
+def test_bcm_inversion_round_trip_error_shrinks_with_nfe():
+    model = load_shipped("bcm_moons")
+    x0 = make_dataset("moons")(2000, torch.Generator().manual_seed(0))
+    errs = []
+    for k in (1, 2, 4, 8):
+        _, back = bcm_round_trip(model, x0, k, generator=torch.Generator().manual_seed(1))
+        errs.append(float((back - x0).norm(dim=1).mean()))
+    assert errs[0] > errs[1] > errs[2] > errs[3], errs
+    assert errs[3] < 0.5 * errs[0]
+    z = bcm_invert(model, x0, 2, generator=torch.Generator().manual_seed(1))
+    assert abs(float(z.std()) - 1.0) < 0.15  # inverted points look like the N(0, I) source
+
+
+def test_flow_map_explorer_updates_headless_and_matches_the_exact_map():
+    explorer = FlowMapExplorer(load_shipped("gctm_gmm"), make_dataset("gmm"), n=300)
+    for t, s, gamma, steps in (
+        (1.0, 0.0, 0.0, 1),
+        (0.8, 0.3, 0.0, 2),
+        (0.6, 0.6, 0.0, 1),
+        (1.0, 0.0, 1.0, 4),
+    ):
+        r = explorer.update(t, s, gamma, steps)
+        assert r.jump.shape == (300, 2) and torch.isfinite(r.jump).all()
+        assert r.jump_error is not None and r.ode_error is not None
+        if gamma == 0.0:
+            assert r.jump_error < 0.2, (t, s, r.jump_error)
+        assert "→" in r.readout()
+    assert explorer.update(0.5, 0.9).s == 0.5  # s > t is clipped to t (forward maps)
+    assert explorer.fig is not None
