@@ -5,6 +5,19 @@ Conventions (fixed): X0 is the data at t = 0, X1 the source at t = 1, and
 ``x_t = (1 − t)·X0 + t·X1``; generation integrates from t = 1 down to t = 0.
 """
 
+from . import (
+    assets,
+    consistency,
+    couplings,
+    data2d,
+    interpolant,
+    metrics,
+    oracle,
+    sampling,
+    solvers,
+    timegrid,
+    training,
+)
 from .checkpoint import load_checkpoint
 from .couplings import couple, exact_ot_permutation, sinkhorn_log
 from .data2d import GaussianMixture, as_sampler, make_dataset
@@ -18,6 +31,17 @@ from .solvers import integrate, integrate_per_sample
 __version__ = "0.1.0"
 
 __all__ = [
+    "assets",
+    "consistency",
+    "couplings",
+    "data2d",
+    "interpolant",
+    "metrics",
+    "oracle",
+    "sampling",
+    "solvers",
+    "timegrid",
+    "training",
     "CouplingMoments",
     "FlowMapModel",
     "GaussianMixture",
