@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from dataclasses import fields
@@ -20,6 +21,7 @@ import torch
 
 from .checkpoint import CheckpointError, load_checkpoint
 from .data2d import make_dataset
+from .evaluation import MetricUnavailableError
 from .metrics import quality_by_nfe
 from .sampling import DEFAULT_SAMPLER, SAMPLERS, make_sampler
 from .training import Toy2DConfig, train2d
@@ -132,6 +134,40 @@ def cmd_eval2d(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_train(args: argparse.Namespace) -> int:
+    from .train_images import make_config, train_images
+
+    cfg = make_config(args.config, args.set)
+    res = train_images(
+        cfg, args.out, resume=args.resume, progress=not args.quiet, device=args.device
+    )
+    if int(os.environ.get("RANK", "0")) == 0:
+        print(
+            f"trained {cfg.method} ({cfg.name}) to step {cfg.steps} in {res.seconds:.1f} s; "
+            f"checkpoint: {Path(args.out) / 'checkpoint.pt'}"
+        )
+    return 0
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    from .evaluation import evaluate_images
+
+    res = evaluate_images(
+        args.dir,
+        args.nfe,
+        args.num,
+        fid=args.fid,
+        grid=not args.no_grid,
+        device=args.device,
+        batch=args.batch,
+    )
+    if args.json:
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.json).write_text(json.dumps(res, indent=2))
+        print(f"wrote {args.json}")
+    return 0
+
+
 def cmd_export(args: argparse.Namespace) -> int:
     from .assets import export_checkpoint
 
@@ -184,6 +220,42 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--json", default=None, help="write the results to this JSON file")
     e.set_defaults(fn=cmd_eval2d)
 
+    tr = sub.add_parser(
+        "train", help="train on images (configs: cifar10, cifar10_small, patches_cpu)"
+    )
+    tr.add_argument(
+        "--config", required=True, help="named config (see gctm_mini.train_images.CONFIGS)"
+    )
+    tr.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a config key, e.g. --set steps=40 --set ckpt_every=10",
+    )
+    tr.add_argument("--out", required=True, help="run directory")
+    tr.add_argument("--resume", action="store_true", help="continue the run in --out")
+    tr.add_argument("--device", default=None, help="cpu, cuda, cuda:1 … (default: cuda if present)")
+    tr.add_argument("--quiet", action="store_true", help="no progress bar")
+    tr.set_defaults(fn=cmd_train)
+
+    ev = sub.add_parser(
+        "eval", help="evaluate an image run: offline proxy metric, FID, sample grids"
+    )
+    ev.add_argument("dir", help="run directory or checkpoint file")
+    ev.add_argument("--nfe", type=_nfe_list, default=[1, 2])
+    ev.add_argument("--num", type=int, default=10_000, help="generated images per NFE")
+    ev.add_argument("--batch", type=int, default=250)
+    ev.add_argument(
+        "--fid",
+        action="store_true",
+        help="also compute FID (needs torch-fidelity and downloadable Inception weights)",
+    )
+    ev.add_argument("--no-grid", action="store_true", help="do not write sample grids")
+    ev.add_argument("--device", default=None)
+    ev.add_argument("--json", default=None)
+    ev.set_defaults(fn=cmd_eval)
+
     x = sub.add_parser("export", help="write the EMA-only copy of a run's checkpoint (for sharing)")
     x.add_argument("run", help="run directory or checkpoint file")
     x.add_argument("dest", help="destination .pt file")
@@ -196,7 +268,7 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(max(1, torch.get_num_threads()))
     try:
         return args.fn(args)
-    except (ValueError, FileNotFoundError, CheckpointError) as err:
+    except (ValueError, FileNotFoundError, CheckpointError, MetricUnavailableError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
 

@@ -42,6 +42,7 @@ from torch import Tensor, nn
 from .interpolant import SIGMA_MAX
 from .losses import fm_loss, sample_fm_times
 from .parameterization import FlowMapModel
+from .randomness import Draws
 from .solvers import integrate_per_sample
 from .timegrid import draw_tsu
 from .validation import broadcast_time
@@ -90,10 +91,6 @@ def frozen(model: nn.Module) -> Iterator[nn.Module]:
             p.requires_grad_(f)
 
 
-def _seed() -> int:
-    return int(torch.randint(0, 2**62, (1,)))
-
-
 def _xt(x0: Tensor, x1: Tensor, t: Tensor) -> Tensor:
     tb = broadcast_time(t, x0)
     return (1 - tb) * x0 + tb * x1
@@ -116,6 +113,7 @@ def gctm_loss(
     fm_times: str = "lognormal",
     weighted: bool = True,
     solver: str = "heun",
+    rng: Draws | None = None,
 ) -> tuple[Tensor, dict]:
     r"""GCTM: teacher-free trajectory consistency plus FM (ALGORITHMS.md §3–§4).
 
@@ -129,22 +127,24 @@ def gctm_loss(
 
     Args:
         grid: coarse grid ``(N + 1,)`` ascending from 0 to 1 (the curriculum's current N).
+        rng: the step's :class:`~gctm_mini.randomness.Draws` (default: torch's global RNG).
     """
+    rng = rng or Draws()
     B = x0.shape[0]
     g = grid.to(x0)
-    t_idx, s_idx, u_idx = draw_tsu(grid.to(x0.device), B)
+    t_idx, s_idx, u_idx = draw_tsu(grid.to(x0.device), B, rng)
     t, s, u = g[t_idx], g[s_idx], g[u_idx]
     xt = _xt(x0, x1, t)
     with torch.no_grad():
         xu = integrate_per_sample(ema._velocity, xt, g, t_idx, u_idx, solver)
-    seed = _seed()
+    seed = rng.seed()
     with same_randomness(seed, x0.device), torch.no_grad():
         target = model._G(xu, u, s)
     with same_randomness(seed, x0.device):
         student = model._G(xt, t, s)
     w = _gctm_weight(model, t, s, x0) if weighted else None
     l_cons = pseudo_huber(student - target, huber_c(x0), w).mean()
-    l_fm = fm_loss(model, x0, x1, sample_fm_times(B, fm_times, x0.device))
+    l_fm = fm_loss(model, x0, x1, sample_fm_times(B, fm_times, x0.device, rng))
     return lam * l_cons + l_fm, {"consistency": l_cons.item(), "fm": l_fm.item()}
 
 
@@ -166,7 +166,12 @@ def _sigma(t: Tensor, sigma_max: float = SIGMA_MAX) -> Tensor:
 
 
 def ct_loss(
-    model: FlowMapModel, x0: Tensor, x1: Tensor, grid: Tensor, sigma_max: float = SIGMA_MAX
+    model: FlowMapModel,
+    x0: Tensor,
+    x1: Tensor,
+    grid: Tensor,
+    sigma_max: float = SIGMA_MAX,
+    rng: Draws | None = None,
 ) -> tuple[Tensor, dict]:
     r"""Consistency training, iCT flavour (Song & Dhariwal 2024), in this project's time.
 
@@ -176,11 +181,12 @@ def ct_loss(
     (current weights, same dropout; no EMA target); pseudo-Huber weighted by
     :math:`\lambda_n = 1/(\sigma_{n+1} - \sigma_n)` (σ at t = 1 clamped to σ_max).
     """
+    rng = rng or Draws()
     B = x0.shape[0]
     g = grid.to(x0)
-    n = torch.multinomial(ict_index_probs(grid), B, replacement=True).to(x0.device)
+    n = rng.categorical(ict_index_probs(grid), B).to(x0.device)
     t_hi, t_lo = g[n + 1], g[n]
-    seed = _seed()
+    seed = rng.seed()
     with same_randomness(seed, x0.device), torch.no_grad():
         target = model._G(_xt(x0, x1, t_lo), t_lo, torch.zeros_like(t_lo))
     with same_randomness(seed, x0.device):
@@ -197,6 +203,7 @@ def cd_loss(
     x0: Tensor,
     x1: Tensor,
     grid: Tensor,
+    rng: Draws | None = None,
 ) -> tuple[Tensor, dict]:
     r"""Consistency distillation (Song et al. 2023) from a flow-matching teacher.
 
@@ -205,9 +212,10 @@ def cd_loss(
     :math:`G_\theta(x_{t_{n+1}}, t_{n+1}, 0)`, target :math:`G_{\theta^-}(\hat x_{t_n}, t_n, 0)` with
     the EMA target network θ⁻; pseudo-Huber distance.
     """
+    rng = rng or Draws()
     B = x0.shape[0]
     g = grid.to(x0)
-    n = torch.randint(0, g.shape[0] - 1, (B,), device=x0.device)
+    n = rng.randint(0, g.shape[0] - 1, B).to(x0.device)
     x_hi = _xt(x0, x1, g[n + 1])
     with torch.no_grad():
         x_lo = integrate_per_sample(teacher._velocity, x_hi, g, n + 1, n, "heun")
@@ -226,6 +234,7 @@ def ctm_loss(
     grid: Tensor,
     *,
     fm_times: str = "lognormal",
+    rng: Draws | None = None,
 ) -> tuple[Tensor, dict]:
     r"""CTM (Kim et al. 2024) without the GAN term: anytime-to-anytime jumps from a teacher.
 
@@ -235,19 +244,20 @@ def ctm_loss(
     by :math:`G_{\mathrm{sg}(\theta)}(\cdot, s, 0)` (frozen weights, gradients through the
     student's input); pseudo-Huber; plus the FM/DSM loss.
     """
+    rng = rng or Draws()
     B = x0.shape[0]
     g = grid.to(x0)
     N = g.shape[0] - 1
     dev = x0.device
-    t_idx = torch.randint(1, N + 1, (B,), device=dev)
-    s_idx = (torch.rand(B, device=dev) * t_idx).long()
-    u_idx = s_idx + (torch.rand(B, device=dev) * (t_idx - s_idx)).long()
+    t_idx = rng.randint(1, N + 1, B).to(dev)
+    s_idx = (rng.rand(B).to(dev) * t_idx).long()
+    u_idx = s_idx + (rng.rand(B).to(dev) * (t_idx - s_idx)).long()
     t, s, u = g[t_idx], g[s_idx], g[u_idx]
     zero = torch.zeros_like(s)
     xt = _xt(x0, x1, t)
     with torch.no_grad():
         xu = integrate_per_sample(teacher._velocity, xt, g, t_idx, u_idx, "heun")
-        seed = _seed()
+        seed = rng.seed()
         target = target_model._G(xu, u, s)
         with same_randomness(seed, dev):
             target0 = model._G(target, s, zero)
@@ -255,12 +265,17 @@ def ctm_loss(
     with frozen(model), same_randomness(seed, dev):
         student0 = model._G(student_s, s, zero)
     l_cons = pseudo_huber(student0 - target0, huber_c(x0)).mean()
-    l_fm = fm_loss(model, x0, x1, sample_fm_times(B, fm_times, dev))
+    l_fm = fm_loss(model, x0, x1, sample_fm_times(B, fm_times, dev, rng))
     return l_cons + l_fm, {"consistency": l_cons.item(), "fm": l_fm.item()}
 
 
 def bcm_loss(
-    model: FlowMapModel, x0: Tensor, x1: Tensor, grid: Tensor, sigma_max: float = SIGMA_MAX
+    model: FlowMapModel,
+    x0: Tensor,
+    x1: Tensor,
+    grid: Tensor,
+    sigma_max: float = SIGMA_MAX,
+    rng: Draws | None = None,
 ) -> tuple[Tensor, dict]:
     r"""Bidirectional consistency (Li & He 2024), in this project's time convention.
 
@@ -281,19 +296,20 @@ def bcm_loss(
     """
     if not model.bidirectional:
         raise ValueError("BCM needs a bidirectional model (build it with bidirectional=True)")
+    rng = rng or Draws()
     B = x0.shape[0]
     g = grid.to(x0)
     dev = x0.device
     probs = ict_index_probs(grid).to(dev)
-    n = torch.multinomial(probs, B, replacement=True)
+    n = rng.categorical(probs, B).to(dev)
     # τ = grid[j], j ~ the same distribution over grid points 0…N−1, excluding j = n + 1
     pj = probs.expand(B, -1).clone()
     pj.scatter_(1, (n + 1).clamp(max=pj.shape[1] - 1)[:, None], 0.0)
-    j = torch.multinomial(pj, 1).squeeze(1)
+    j = rng.categorical_rows(pj).to(dev)
     t_hi, t_lo, tau = g[n + 1], g[n], g[j]
     zero = torch.zeros_like(t_hi)
     x_hi = _xt(x0, x1, t_hi)
-    seed = _seed()
+    seed = rng.seed()
     with same_randomness(seed, dev), torch.no_grad():
         y = model._G(_xt(x0, x1, t_lo), t_lo, zero)
     with same_randomness(seed, dev):

@@ -18,27 +18,33 @@ import torch
 from torch import Tensor
 
 from .parameterization import FlowMapModel
+from .randomness import Draws
 from .validation import broadcast_time, check_choice
 
 FM_TIME_SAMPLERS = ("lognormal", "uniform", "beta31")
 
 
-def sample_fm_times(batch: int, kind: str = "lognormal", device=None) -> Tensor:
+def sample_fm_times(
+    batch: int, kind: str = "lognormal", device=None, rng: Draws | None = None
+) -> Tensor:
     r"""Training times for the FM loss, ``(batch,)`` in (0, 1).
 
     - ``"lognormal"``: :math:`\log\sigma \sim \mathcal N(-1.2, 1.2^2)`, :math:`t = \sigma/(1+\sigma)` (EDM; generation);
     - ``"uniform"``: :math:`t \sim U(0, 1)`;
     - ``"beta31"``: :math:`t \sim \mathrm{Beta}(3, 1)` (image-to-image, mass near the source).
+
+    ``rng`` (:class:`~gctm_mini.randomness.Draws`) supplies the randomness (default: torch's global RNG).
     """
     check_choice(kind, FM_TIME_SAMPLERS, "FM time sampler")
+    rng = rng or Draws()
     if kind == "lognormal":
-        sigma = torch.exp(-1.2 + 1.2 * torch.randn(batch, device=device))
+        sigma = torch.exp(-1.2 + 1.2 * rng.randn(batch))
         t = sigma / (1 + sigma)
     elif kind == "uniform":
-        t = torch.rand(batch, device=device)
+        t = rng.rand(batch)
     else:
-        t = torch.rand(batch, device=device) ** (1 / 3)  # inverse CDF of Beta(3, 1)
-    return t.clamp(1e-5, 1.0)
+        t = rng.rand(batch) ** (1 / 3)  # inverse CDF of Beta(3, 1)
+    return t.clamp(1e-5, 1.0).to(device)
 
 
 def fm_loss(model: FlowMapModel, x0: Tensor, x1: Tensor, t: Tensor) -> Tensor:

@@ -30,6 +30,7 @@ from .consistency import bcm_loss, cd_loss, ct_loss, ctm_loss, gctm_loss
 from .ema import EMA
 from .losses import fm_loss, sample_fm_times
 from .parameterization import FlowMapModel
+from .randomness import Draws
 from .timegrid import curriculum_N, fine_grid
 
 METHODS = ("fm", "cd", "ct", "ctm", "gctm", "bcm")
@@ -86,7 +87,7 @@ class TrainingMethod:
             return self.cfg.cd_n
         return curriculum_N(step, self.cfg.n_start, double_every(self.cfg), self.cfg.n_cap)
 
-    def grid(self, step: int) -> Tensor:
+    def grid(self, step: int, rng: Draws | None = None) -> Tensor:
         """The EDM grid in t with N intervals, ascending from 0 to 1, ``(N + 1,)``.
 
         With ``grid_jitter`` the interior nodes are shifted by a fresh δ ~ U(0, 1) of an
@@ -95,31 +96,48 @@ class TrainingMethod:
         """
         N = self.n_intervals(step)
         if self.cfg.grid_jitter:
-            shift = float(torch.rand(()))
+            shift = (rng or Draws()).uniform()
             return fine_grid(N, sigma_max=self.cfg.sigma_max, dtype=torch.float32, shift=shift)
         if N not in self._grids:
             self._grids[N] = fine_grid(N, sigma_max=self.cfg.sigma_max, dtype=torch.float32)
         return self._grids[N]
 
     def loss(
-        self, model: FlowMapModel, ema: FlowMapModel, x0: Tensor, x1: Tensor, step: int
+        self,
+        model: FlowMapModel,
+        ema: FlowMapModel,
+        x0: Tensor,
+        x1: Tensor,
+        step: int,
+        rng: Draws | None = None,
     ) -> tuple[Tensor, dict]:
+        """The method's loss on one coupled batch; ``rng`` supplies every random draw."""
         cfg, m = self.cfg, self.cfg.method
+        rng = rng or Draws()
         if m == "fm":
-            loss = fm_loss(model, x0, x1, sample_fm_times(x0.shape[0], cfg.fm_times, x0.device))
+            t = sample_fm_times(x0.shape[0], cfg.fm_times, x0.device, rng)
+            loss = fm_loss(model, x0, x1, t)
             return loss, {"fm": loss.item()}
-        grid = self.grid(step).to(x0.device)
+        grid = self.grid(step, rng).to(x0.device)
         if m == "gctm":
             return gctm_loss(
-                model, ema, x0, x1, grid, lam=cfg.lam, fm_times=cfg.fm_times, weighted=cfg.weighted
+                model,
+                ema,
+                x0,
+                x1,
+                grid,
+                lam=cfg.lam,
+                fm_times=cfg.fm_times,
+                weighted=cfg.weighted,
+                rng=rng,
             )
         if m == "ct":
-            return ct_loss(model, x0, x1, grid, cfg.sigma_max)
+            return ct_loss(model, x0, x1, grid, cfg.sigma_max, rng=rng)
         if m == "bcm":
-            return bcm_loss(model, x0, x1, grid, cfg.sigma_max)
+            return bcm_loss(model, x0, x1, grid, cfg.sigma_max, rng=rng)
         if m == "cd":
-            return cd_loss(model, self.target.model, self.teacher, x0, x1, grid)
-        return ctm_loss(model, ema, self.teacher, x0, x1, grid, fm_times=cfg.fm_times)
+            return cd_loss(model, self.target.model, self.teacher, x0, x1, grid, rng=rng)
+        return ctm_loss(model, ema, self.teacher, x0, x1, grid, fm_times=cfg.fm_times, rng=rng)
 
     def after_step(self, model: FlowMapModel) -> None:
         if self.target is not None:

@@ -18,8 +18,9 @@ from torch import nn
 from .interpolant import SIGMA_MAX, SIGMA_MIN
 from .networks import TwoTimeMLP
 from .parameterization import CouplingMoments, FlowMapModel
+from .unet import TwoTimeUNet
 
-NETWORKS: dict[str, Callable[..., nn.Module]] = {"mlp": TwoTimeMLP}
+NETWORKS: dict[str, Callable[..., nn.Module]] = {"mlp": TwoTimeMLP, "unet": TwoTimeUNet}
 
 
 def register_network(name: str, factory: Callable[..., nn.Module]) -> None:

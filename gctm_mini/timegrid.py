@@ -89,7 +89,7 @@ def curriculum_N(step: int, start: int = 4, double_every: int = 50_000, cap: int
     return int(min(start * 2 ** (step // double_every), cap))
 
 
-def draw_tsu(grid: Tensor, batch: int) -> tuple[Tensor, Tensor, Tensor]:
+def draw_tsu(grid: Tensor, batch: int, rng=None) -> tuple[Tensor, Tensor, Tensor]:
     r"""Per-sample grid indices ``(t_idx, s_idx, u_idx)`` with ``t > u ≥ s`` (ALGORITHMS.md §3).
 
     - s-index in {0, …, N−1} with :math:`P(s) \propto 1 - t_s`;
@@ -97,24 +97,25 @@ def draw_tsu(grid: Tensor, batch: int) -> tuple[Tensor, Tensor, Tensor]:
       to the nearest grid index and then raised to at least ``s_idx + 1``;
     - u-index uniform in {s, …, t − 1} (u = s allowed: the target is then the pure ODE solution).
 
-    Randomness comes from torch's global RNG (seeded and checkpointed by the training loop).
-
     Args:
         grid: coarse grid ``(N + 1,)`` ascending from 0 to 1.
         batch: number of samples B.
+        rng: a :class:`~gctm_mini.randomness.Draws` (default: torch's global RNG).
 
     Returns:
         three ``(B,)`` ``long`` tensors on ``grid``'s device.
     """
+    from .randomness import Draws
+
+    rng = rng or Draws()
     N = grid.shape[0] - 1
     dev = grid.device
-    s_idx = torch.multinomial((1 - grid[:N]).float(), batch, replacement=True)
-    lam = torch.distributions.Beta(torch.tensor(1.2), torch.tensor(2.0)).sample((batch,))
-    lam = lam.to(dev, grid.dtype)
+    s_idx = rng.categorical(1 - grid[:N], batch).to(dev)
+    lam = rng.beta(1.2, 2.0, batch).to(dev, grid.dtype)
     t_cont = lam + (1 - lam) * grid[s_idx]
     hi = torch.bucketize(t_cont, grid).clamp(1, N)  # grid[hi - 1] < t_cont <= grid[hi]
     nearer_low = (t_cont - grid[hi - 1]) < (grid[hi] - t_cont)
     t_idx = torch.maximum(hi - nearer_low.long(), s_idx + 1)
-    u_idx = s_idx + (torch.rand(batch, device=dev) * (t_idx - s_idx)).long()
+    u_idx = s_idx + (rng.rand(batch).to(dev) * (t_idx - s_idx)).long()
     u_idx = torch.minimum(u_idx, t_idx - 1)
     return t_idx, s_idx, u_idx

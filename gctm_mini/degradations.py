@@ -1,0 +1,126 @@
+r"""Degradation operators H for restoration, and the image-to-image tasks built from them.
+
+Each operator acts on a batch ``(B, C, H, W)`` in [−1, 1] and is a tensor op (no loop over
+samples):
+
+* ``sr2`` / ``sr4`` — bicubic down-sampling by 2 or 4 (antialiased) followed by bicubic
+  up-sampling back to the input size: the low-resolution image on the full grid;
+* ``deblur`` — Gaussian blur, σ = 0.8 pixels (7×7 kernel, reflect padding);
+* ``inpaint`` — a centre box (half the side) removed; the hole is filled with N(0, 1) noise
+  (the measurement is the pixels outside the box).
+
+The first three are linear, :math:`y = Hx`; :meth:`Degradation.adjoint` is :math:`H^\top` (by a
+vector–Jacobian product, exact for a linear H) and :meth:`Degradation.project` moves an
+estimate onto the measurement set, :math:`\hat x \leftarrow \hat x + H^\top (y - H\hat x)` scaled by a
+step size (one Landweber step; for inpainting the exact projection, copy the observed pixels).
+
+Translation tasks (not degradations in the restoration sense): ``colorize`` (luminance
+repeated to 3 channels) and ``edges`` (Sobel edge magnitude, white edges on black).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+TASKS = ("sr2", "sr4", "deblur", "inpaint", "colorize", "edges")
+RESTORATION_TASKS = ("sr2", "sr4", "deblur", "inpaint")
+
+
+def gaussian_kernel(sigma: float, size: int | None = None) -> Tensor:
+    """Normalized 2-D Gaussian kernel ``(size, size)``; default size ``2⌈3σ⌉ + 1``."""
+    size = size or 2 * math.ceil(3 * sigma) + 1
+    r = torch.arange(size, dtype=torch.float64) - (size - 1) / 2
+    k1 = torch.exp(-(r**2) / (2 * sigma**2))
+    k = k1[:, None] * k1[None, :]
+    return (k / k.sum()).float()
+
+
+def _check(x: Tensor) -> None:
+    if x.dim() != 4:
+        raise ValueError(f"images must be (B, C, H, W); got {tuple(x.shape)}")
+
+
+class Degradation:
+    """A named operator ``y = H(x)`` with the tools a restoration method needs.
+
+    Args:
+        task: one of :data:`TASKS`.
+        noise_fill: for ``inpaint``, fill the hole with N(0, 1) noise (``generator`` seeds it).
+    """
+
+    def __init__(self, task: str, sigma: float = 0.8) -> None:
+        if task not in TASKS:
+            raise ValueError(f"unknown task {task!r}; choose one of: {', '.join(TASKS)}")
+        self.task = task
+        self.sigma = sigma
+        self._kernel = gaussian_kernel(sigma) if task == "deblur" else None
+
+    @property
+    def linear(self) -> bool:
+        return self.task in ("sr2", "sr4", "deblur")
+
+    def mask(self, x: Tensor) -> Tensor:
+        """Inpainting: 1 on observed pixels, 0 in the centre box; ``(1, 1, H, W)``."""
+        H, W = x.shape[-2:]
+        m = torch.ones(1, 1, H, W, device=x.device, dtype=x.dtype)
+        m[..., H // 4 : H - H // 4, W // 4 : W - W // 4] = 0
+        return m
+
+    def clean(self, x: Tensor) -> Tensor:
+        """The deterministic part of H (for inpainting: the masked image, hole = 0)."""
+        _check(x)
+        if self.task in ("sr2", "sr4"):
+            f = 2 if self.task == "sr2" else 4
+            H, W = x.shape[-2:]
+            if H % f or W % f:
+                raise ValueError(f"{self.task} needs sizes divisible by {f}; got {H}×{W}")
+            low = F.interpolate(
+                x, scale_factor=1 / f, mode="bicubic", antialias=True, align_corners=False
+            )
+            return F.interpolate(low, size=(H, W), mode="bicubic", align_corners=False)
+        if self.task == "deblur":
+            k = self._kernel.to(x)
+            C = x.shape[1]
+            pad = k.shape[-1] // 2
+            xp = F.pad(x, (pad, pad, pad, pad), mode="reflect")
+            return F.conv2d(xp, k.expand(C, 1, *k.shape), groups=C)
+        if self.task == "inpaint":
+            return x * self.mask(x)
+        if self.task == "colorize":
+            lum = 0.299 * x[:, 0:1] + 0.587 * x[:, 1:2] + 0.114 * x[:, 2:3]
+            return lum.expand(-1, x.shape[1], -1, -1).contiguous()
+        sx = torch.tensor([[-1.0, 0, 1], [-2, 0, 2], [-1, 0, 1]], device=x.device, dtype=x.dtype)
+        lum = (0.299 * x[:, 0:1] + 0.587 * x[:, 1:2] + 0.114 * x[:, 2:3] + 1) / 2
+        p = F.pad(lum, (1, 1, 1, 1), mode="replicate")
+        mag = (F.conv2d(p, sx[None, None]).pow(2) + F.conv2d(p, sx.T[None, None]).pow(2)).sqrt()
+        edges = (mag / 2).clamp(0, 1) * 2 - 1
+        return edges.expand(-1, x.shape[1], -1, -1).contiguous()
+
+    def __call__(self, x: Tensor, generator: torch.Generator | None = None) -> Tensor:
+        """The degraded image X1 = H(X0) as a network input (inpainting hole → N(0, 1) noise)."""
+        y = self.clean(x)
+        if self.task == "inpaint":
+            z = torch.randn(x.shape, generator=generator, dtype=x.dtype).to(x.device)
+            y = y + (1 - self.mask(x)) * z
+        return y
+
+    def adjoint(self, v: Tensor) -> Tensor:
+        """:math:`H^\\top v` for a linear H (vector–Jacobian product of :meth:`clean`)."""
+        if not (self.linear or self.task == "inpaint"):
+            raise ValueError(f"{self.task} is not a linear measurement")
+        x = torch.zeros_like(v, requires_grad=True)
+        with torch.enable_grad():
+            (g,) = torch.autograd.grad(self.clean(x), x, grad_outputs=v)
+        return g
+
+    def project(self, x_hat: Tensor, y: Tensor, step: float = 1.0) -> Tensor:
+        """Move ``x_hat`` towards ``{x : Hx = y}``: exact for inpainting (copy the observed
+        pixels of ``y``), one Landweber step :math:`x + \\eta H^\\top(y - Hx)` otherwise."""
+        if self.task == "inpaint":
+            m = self.mask(x_hat)
+            return m * y + (1 - m) * x_hat
+        return x_hat + step * self.adjoint(y - self.clean(x_hat))

@@ -1,0 +1,222 @@
+"""Evaluating image models: an offline proxy metric, FID where it can run, sample grids.
+
+**Random-feature Fréchet distance (RFD) — not FID.** FID needs Inception weights from the
+internet. Offline we use the same Fréchet formula on features of a *fixed, randomly
+initialized* convolutional network (seeded, so every run uses the same features):
+
+.. math::
+    \\mathrm{RFD} = \\|\\mu_g - \\mu_r\\|^2 + \\mathrm{tr}\\big(\\Sigma_g + \\Sigma_r - 2(\\Sigma_g\\Sigma_r)^{1/2}\\big).
+
+Random conv features are sensitive to colour, texture and blur, so RFD ranks models sensibly
+on the same data, but its values are not comparable with published FIDs. Every report
+includes the reference-vs-reference RFD (two halves of the reference set) as a floor.
+
+**FID** (``fid=True``): through ``torch-fidelity`` (``pip install torch-fidelity``); it downloads
+the Inception weights on first use, and where that is impossible a clear error says so.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from .checkpoint import checkpoint_path, load_checkpoint
+
+
+class MetricUnavailableError(RuntimeError):
+    """A metric that cannot run here (missing package or weights that cannot be fetched)."""
+
+
+def random_feature_net(channels: int = 3, seed: int = 0) -> nn.Module:
+    """A fixed random conv net: 4 stride-2 conv + ReLU layers, global average and std pooling
+    → 512 features per image. Deterministic given ``seed``."""
+    g = torch.Generator().manual_seed(seed)
+    layers, c = [], channels
+    for width in (64, 128, 128, 256):
+        conv = nn.Conv2d(c, width, 3, stride=2, padding=1)
+        with torch.no_grad():
+            conv.weight.copy_(torch.randn(conv.weight.shape, generator=g) * (2 / (9 * c)) ** 0.5)
+            conv.bias.zero_()
+        layers += [conv, nn.ReLU()]
+        c = width
+    body = nn.Sequential(*layers).eval().requires_grad_(False)
+
+    class Features(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.body = body
+
+        def forward(self, x: Tensor) -> Tensor:
+            h = self.body(x)
+            return torch.cat([h.mean((2, 3)), h.std((2, 3))], dim=1)
+
+    return Features()
+
+
+@torch.no_grad()
+def features(x: Tensor, net: nn.Module | None = None, batch: int = 500) -> Tensor:
+    """Random features ``(N, 512)`` of images ``x: (N, C, H, W)`` in [−1, 1] (float64)."""
+    net = net or random_feature_net(x.shape[1])
+    return torch.cat(
+        [net(x[i : i + batch].float().cpu()) for i in range(0, len(x), batch)]
+    ).double()
+
+
+def frechet_distance(fa: Tensor, fb: Tensor) -> float:
+    """Fréchet distance between Gaussian fits of two feature sets ``(N, d)``."""
+    mu_a, mu_b = fa.mean(0), fb.mean(0)
+    ca, cb = torch.cov(fa.T), torch.cov(fb.T)
+    # tr((Ca Cb)^{1/2}) via the eigenvalues of Ca^{1/2} Cb Ca^{1/2} (symmetric, PSD)
+    w, v = torch.linalg.eigh(ca)
+    sa = (v * w.clamp_min(0).sqrt()) @ v.T
+    mid = torch.linalg.eigvalsh(sa @ cb @ sa).clamp_min(0).sqrt().sum()
+    return float((mu_a - mu_b).pow(2).sum() + ca.trace() + cb.trace() - 2 * mid)
+
+
+def rfd(generated: Tensor, reference: Tensor) -> float:
+    """Random-feature Fréchet distance between two image sets (see the module docstring)."""
+    net = random_feature_net(generated.shape[1])
+    return frechet_distance(features(generated, net), features(reference, net))
+
+
+def fid(generated: Tensor, reference: Tensor) -> float:
+    """FID with torch-fidelity (Inception weights must be downloadable or cached)."""
+    try:
+        import torch_fidelity
+    except ImportError as err:
+        raise MetricUnavailableError(
+            "FID needs torch-fidelity: pip install torch-fidelity"
+        ) from err
+
+    class Wrap(torch.utils.data.Dataset):
+        def __init__(self, x):
+            self.x = ((x.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
+
+        def __len__(self):
+            return len(self.x)
+
+        def __getitem__(self, i):
+            return self.x[i]
+
+    try:
+        m = torch_fidelity.calculate_metrics(
+            input1=Wrap(generated),
+            input2=Wrap(reference),
+            fid=True,
+            verbose=False,
+            cuda=torch.cuda.is_available(),
+        )
+    except Exception as err:  # no network for the Inception weights, etc.
+        raise MetricUnavailableError(
+            f"FID could not run here (Inception weights unavailable?): {err}"
+        ) from err
+    return float(m["frechet_inception_distance"])
+
+
+@torch.no_grad()
+def generate(
+    model,
+    n: int,
+    nfe: int,
+    batch: int = 250,
+    seed: int = 0,
+    device=None,
+    source: Tensor | None = None,
+) -> Tensor:
+    """``n`` samples with ``nfe`` deterministic jumps from seeded noise (or from ``source``)."""
+    from .sampling import sample_multistep
+
+    device = device or next(model.parameters()).device
+    g = torch.Generator().manual_seed(seed)
+    out = []
+    for i in range(0, n, batch):
+        k = min(batch, n - i)
+        x1 = (
+            source[i : i + k]
+            if source is not None
+            else torch.randn(k, *model.data_shape, generator=g)
+        )
+        out.append(sample_multistep(model, x1.to(device), nfe).float().cpu())
+    return torch.cat(out)
+
+
+def evaluate_images(
+    run: str | Path,
+    nfes: list[int],
+    num: int = 10_000,
+    fid: bool = False,
+    grid: bool = True,
+    device: str | None = None,
+    batch: int = 250,
+) -> dict:
+    """Score an image run by NFE: RFD (offline, with its floor), optional FID, sample grids."""
+    from .train_images import ImageConfig, build_image_data
+
+    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    model = load_checkpoint(run, map_location=device)
+    cfg = ImageConfig(
+        **{k: v for k, v in model.train_config.items() if k in ImageConfig.__dataclass_fields__}
+    )
+    try:
+        ref_ds = build_image_data(cfg, "test")
+    except (FileNotFoundError, ValueError):
+        ref_ds = build_image_data(cfg, "train")
+    ref = (
+        ref_ds.images[:num]
+        if hasattr(ref_ds, "images")
+        else torch.stack([ref_ds[i] for i in range(min(num, len(ref_ds)))])
+    )
+    half = len(ref) // 2
+    floor = rfd(ref[:half], ref[half : 2 * half])
+    print(
+        f"[eval] model: {checkpoint_path(run)}; reference: {ref_ds.describe()} ({len(ref)} images)"
+    )
+    print("[eval] RFD = Fréchet distance on fixed random conv features — an offline proxy, NOT FID")
+    res = {
+        "reference": ref_ds.describe(),
+        "num": num,
+        "rfd_floor": floor,
+        "rfd": {},
+        "fid": {},
+        "seconds": {},
+    }
+    for k in nfes:
+        t0 = time.perf_counter()
+        x = generate(model, num, k, batch, device=device)
+        res["seconds"][str(k)] = time.perf_counter() - t0
+        res["rfd"][str(k)] = rfd(x, ref)
+        line = f"NFE {k}: RFD {res['rfd'][str(k)]:.3f} (floor {floor:.3f}), {res['seconds'][str(k)]:.1f} s"
+        if fid:
+            res["fid"][str(k)] = globals()["fid"](x, ref)
+            line += f", FID {res['fid'][str(k)]:.2f}"
+        print("[eval] " + line)
+        if grid:
+            from torchvision.utils import save_image
+
+            path = (
+                Path(run if Path(run).is_dir() else Path(run).parent)
+                / "eval"
+                / f"samples_nfe{k}.png"
+            )
+            path.parent.mkdir(parents=True, exist_ok=True)
+            save_image((x[:64] + 1) / 2, path, nrow=8)
+            res.setdefault("grids", {})[str(k)] = str(path)
+    return res
+
+
+def psnr_ssim(pred: Tensor, target: Tensor) -> tuple[float, float]:
+    """Mean PSNR (dB) and SSIM over a batch in [−1, 1] (scikit-image, data range 2)."""
+    from skimage.metrics import peak_signal_noise_ratio, structural_similarity
+
+    p = pred.clamp(-1, 1).permute(0, 2, 3, 1).cpu().numpy().astype(np.float64)
+    t = target.clamp(-1, 1).permute(0, 2, 3, 1).cpu().numpy().astype(np.float64)
+    ps = [peak_signal_noise_ratio(a, b, data_range=2.0) for a, b in zip(t, p, strict=True)]
+    ss = [
+        structural_similarity(a, b, data_range=2.0, channel_axis=-1)
+        for a, b in zip(t, p, strict=True)
+    ]
+    return float(np.mean(ps)), float(np.mean(ss))

@@ -1,0 +1,245 @@
+"""Image data in [−1, 1]: CIFAR-10, image folders, pix2pix-style paired folders, and offline
+photo patches cut from the pictures scikit-image ships.
+
+Every data set here is a map-style ``torch.utils.data.Dataset`` returning ``(C, H, W)`` float
+tensors in [−1, 1] (paired sets return ``(x0_target, x1_source)``), plus a ``describe()``
+string that training logs and notebooks print, so a run always says which data it used.
+
+Offline data (no download ever): :class:`PhotoPatches` cuts 32×32 RGB patches from the
+photos bundled with scikit-image, split into train and test **by source photo**;
+:func:`lfw_faces` gives the 200 small LFW faces scikit-image bundles.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import Tensor
+from torch.utils.data import Dataset
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff")
+TRAIN_PHOTOS = (
+    "astronaut",
+    "coffee",
+    "rocket",
+    "immunohistochemistry",
+    "hubble_deep_field",
+    "retina",
+)
+TEST_PHOTOS = ("chelsea",)
+
+
+def to_unit_range(img: np.ndarray | Tensor) -> Tensor:
+    """``uint8 (H, W, C)`` or float in [0, 1] → float ``(C, H, W)`` in [−1, 1]."""
+    t = torch.as_tensor(np.asarray(img))
+    if t.dtype == torch.uint8:
+        t = t.float() / 255.0
+    t = t.float()
+    if t.dim() == 2:
+        t = t[:, :, None]
+    return t.permute(2, 0, 1).contiguous() * 2 - 1
+
+
+def to_uint8(x: Tensor) -> Tensor:
+    """Inverse of :func:`to_unit_range` for a batch ``(B, C, H, W)``: uint8 ``(B, C, H, W)``."""
+    return ((x.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
+
+
+class TensorImages(Dataset):
+    """Images held in memory as one ``(N, C, H, W)`` tensor in [−1, 1]."""
+
+    def __init__(self, images: Tensor, description: str) -> None:
+        if images.dim() != 4:
+            raise ValueError(f"images must be (N, C, H, W); got {tuple(images.shape)}")
+        self.images = images.float()
+        self._desc = description
+
+    def __len__(self) -> int:
+        return self.images.shape[0]
+
+    def __getitem__(self, i: int) -> Tensor:
+        return self.images[i]
+
+    def describe(self) -> str:
+        n, c, h, w = self.images.shape
+        return f"{self._desc}: {n} images of {c}×{h}×{w}"
+
+
+def _photo(name: str) -> np.ndarray:
+    import skimage.data
+
+    img = getattr(skimage.data, name)()
+    if img.ndim == 2:
+        img = np.stack([img] * 3, axis=-1)
+    return img[..., :3]
+
+
+def _patches(img: np.ndarray, size: int, stride: int, scales: Sequence[int]) -> list[Tensor]:
+    from skimage.transform import resize
+
+    out = []
+    for s in scales:
+        im = (
+            img
+            if s == 1
+            else (
+                resize(
+                    img,
+                    (img.shape[0] // s, img.shape[1] // s),
+                    anti_aliasing=True,
+                    preserve_range=True,
+                ).astype(np.uint8)
+            )
+        )
+        x = to_unit_range(im)
+        tiles = x.unfold(1, size, stride).unfold(2, size, stride)  # (C, nh, nw, size, size)
+        out.append(tiles.permute(1, 2, 0, 3, 4).reshape(-1, x.shape[0], size, size))
+    return out
+
+
+class PhotoPatches(TensorImages):
+    """32×32 (``size``) RGB patches from scikit-image's bundled photos, offline.
+
+    ``split="train"`` uses :data:`TRAIN_PHOTOS`, ``"test"`` the held-out :data:`TEST_PHOTOS`
+    (different photos, so test patches are never near-copies of training ones). Patches are
+    cut with ``stride`` at full resolution and at 1/2 and 1/4 scale.
+    """
+
+    def __init__(
+        self,
+        split: str = "train",
+        size: int = 32,
+        stride: int = 16,
+        scales: Sequence[int] = (1, 2, 4),
+    ) -> None:
+        if split not in ("train", "test"):
+            raise ValueError(f"split must be 'train' or 'test'; got {split!r}")
+        photos = TRAIN_PHOTOS if split == "train" else TEST_PHOTOS
+        tiles = [p for name in photos for p in _patches(_photo(name), size, stride, scales)]
+        super().__init__(
+            torch.cat(tiles), f"scikit-image photo patches ({split}: {', '.join(photos)})"
+        )
+
+
+def lfw_faces(size: int = 32) -> TensorImages:
+    """The 200 LFW faces scikit-image bundles (25×25 grey), resized to ``size`` and repeated to RGB."""
+    import skimage.data
+    import torch.nn.functional as F
+
+    faces = torch.as_tensor(skimage.data.lfw_subset()).float()[
+        :, None
+    ]  # (200, 1, 25, 25) in [0, 1]
+    faces = F.interpolate(faces, size=(size, size), mode="bilinear", align_corners=False)
+    return TensorImages((faces.repeat(1, 3, 1, 1) * 2 - 1).clamp(-1, 1), "scikit-image LFW subset")
+
+
+def cifar10(root: str | os.PathLike, train: bool = True, download: bool = False) -> TensorImages:
+    """CIFAR-10 through torchvision, as an in-memory (50 000 or 10 000, 3, 32, 32) tensor.
+
+    With ``download=False`` the files must already be in ``root``; a clear error says how to
+    get them otherwise (``download=True`` where the internet is reachable).
+    """
+    from torchvision.datasets import CIFAR10
+
+    try:
+        ds = CIFAR10(str(root), train=train, download=download)
+    except RuntimeError as err:
+        raise FileNotFoundError(
+            f"CIFAR-10 not found under {root!r} ({err}). Download it where the internet is "
+            "reachable: python -m gctm_mini train --config cifar10 --set download=true, or "
+            "torchvision.datasets.CIFAR10(root, download=True)."
+        ) from err
+    x = torch.as_tensor(ds.data).permute(0, 3, 1, 2).float() / 127.5 - 1
+    return TensorImages(x, f"CIFAR-10 {'train' if train else 'test'} ({root})")
+
+
+def _image_files(root: Path) -> list[Path]:
+    if not root.is_dir():
+        raise FileNotFoundError(f"image folder {str(root)!r} does not exist")
+    files = sorted(p for p in root.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
+    if not files:
+        raise FileNotFoundError(f"no images ({', '.join(IMAGE_SUFFIXES)}) under {str(root)!r}")
+    return files
+
+
+def _load_rgb(path: Path, size: tuple[int, int] | None) -> Tensor:
+    from PIL import Image
+
+    with Image.open(path) as im:
+        im = im.convert("RGB")
+        if size is not None and im.size != (size[1], size[0]):
+            im = im.resize((size[1], size[0]), Image.BICUBIC)
+        return to_unit_range(np.asarray(im))
+
+
+class ImageFolder(Dataset):
+    """Every image under ``root`` (recursively), centre-cropped to a square and resized to ``size``."""
+
+    def __init__(self, root: str | os.PathLike, size: int = 32) -> None:
+        self.root, self.size = Path(root), size
+        self.files = _image_files(self.root)
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def __getitem__(self, i: int) -> Tensor:
+        from PIL import Image
+
+        with Image.open(self.files[i]) as im:
+            im = im.convert("RGB")
+            w, h = im.size
+            m = min(w, h)
+            im = im.crop(((w - m) // 2, (h - m) // 2, (w - m) // 2 + m, (h - m) // 2 + m))
+            im = im.resize((self.size, self.size), Image.BICUBIC)
+            return to_unit_range(np.asarray(im))
+
+    def describe(self) -> str:
+        return f"image folder {self.root}: {len(self)} images at {self.size}×{self.size}"
+
+
+class PairedFolder(Dataset):
+    """pix2pix-style pairs: each file is ``[A | B]`` side by side; **A (left) is the source X1,
+    B (right) the target X0**. Returns ``(x0, x1)``, each resized to ``size``; with ``flip``
+    both halves are mirrored together with probability ½ (``generator`` makes it seeded)."""
+
+    def __init__(self, root: str | os.PathLike, size: int = 64, flip: bool = False) -> None:
+        self.root, self.size, self.flip = Path(root), size, flip
+        self.files = _image_files(self.root)
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def pair(self, i: int, flip: bool = False) -> tuple[Tensor, Tensor]:
+        from PIL import Image
+
+        with Image.open(self.files[i]) as im:
+            im = im.convert("RGB")
+            w, h = im.size
+            if w < 2:
+                raise ValueError(f"{self.files[i]} is too narrow to hold an [A|B] pair")
+            a = im.crop((0, 0, w // 2, h)).resize((self.size, self.size), Image.BICUBIC)
+            b = im.crop((w // 2, 0, 2 * (w // 2), h)).resize((self.size, self.size), Image.BICUBIC)
+        x1, x0 = to_unit_range(np.asarray(a)), to_unit_range(np.asarray(b))
+        if flip:
+            x0, x1 = x0.flip(-1), x1.flip(-1)
+        return x0, x1
+
+    def __getitem__(self, i: int) -> tuple[Tensor, Tensor]:
+        return self.pair(i, self.flip and bool(torch.rand(()) < 0.5))
+
+    def describe(self) -> str:
+        return f"paired folder {self.root} ([A|B], A = source): {len(self)} pairs at {self.size}×{self.size}"
+
+
+def stack_batch(ds: Dataset, idx: Tensor) -> Tensor | tuple[Tensor, Tensor]:
+    """Gather ``ds[i]`` for ``i`` in ``idx`` into a batch (fast path for in-memory sets)."""
+    if isinstance(ds, TensorImages):
+        return ds.images[idx]
+    items = [ds[int(i)] for i in idx]
+    if isinstance(items[0], tuple):
+        return torch.stack([a for a, _ in items]), torch.stack([b for _, b in items])
+    return torch.stack(items)

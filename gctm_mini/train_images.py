@@ -1,0 +1,480 @@
+"""Training on images: configs, the data-parallel loop, checkpoints that resume exactly.
+
+``python -m gctm_mini train --config NAME [--set key=value …] --out DIR [--resume]``.
+
+One step: draw the **global** batch (data indices and source noise from the step's own
+random stream, :mod:`gctm_mini.randomness`), pair it with the configured coupling, take this
+process's share, split it into ``grad_accum`` micro-batches, and run the method's loss on each
+(every micro-batch draws its per-sample randomness as a slice of the global batch's). With
+several processes (``torchrun``) the gradients are averaged with one all-reduce before the
+Adam step, so k processes at global batch B take the same step as one process at B. Rank 0
+alone writes checkpoints, logs and sample grids.
+
+Why not ``DistributedDataParallel``: a consistency step runs the network through several
+entry points (student, stop-gradient target, FM term) before one backward, which DDP's
+reducer does not follow without extra flags; a single flattened all-reduce after backward
+is simple and exact.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import sys
+import time
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+from tqdm.auto import tqdm
+
+from .checkpoint import checkpoint_path, load_checkpoint, load_raw, save_checkpoint
+from .couplings import COUPLINGS, couple
+from .ema import EMA
+from .images import ImageFolder, PairedFolder, PhotoPatches, cifar10, lfw_faces, stack_batch
+from .methods import METHODS, NEEDS_TEACHER, MethodFields, TrainingMethod
+from .models import build_model
+from .parameterization import CouplingMoments, FlowMapModel
+from .randomness import Draws
+from .training import TrainResult, lr_factor, write_log
+from .unet import UNET_PRESETS
+from .validation import check_choice
+
+AMP = ("none", "bf16", "fp16")
+
+
+@dataclass
+class ImageConfig(MethodFields):
+    """Every knob of an image run; ``--set key=value`` overrides any of them.
+
+    Network: ``net`` names a preset of :data:`~gctm_mini.unet.UNET_PRESETS`; ``model_channels``,
+    ``channel_mult`` ("1,2,2"), ``num_blocks``, ``attn_resolutions`` ("16") and ``dropout``
+    override it when set (0 / "" / −1 mean "from the preset").
+    Data: ``data`` is ``patches`` (offline photo patches), ``lfw`` (offline faces), ``cifar10``
+    (``data_root``, ``download``), ``folder:PATH`` or ``paired:PATH`` (pix2pix [A|B]).
+    """
+
+    name: str = "patches_cpu"
+    data: str = "patches"
+    data_root: str = "data/cifar10"
+    download: bool = False
+    image_size: int = 32
+    net: str = "tiny"
+    model_channels: int = 0
+    channel_mult: str = ""
+    num_blocks: int = 0
+    attn_resolutions: str = ""
+    dropout: float = -1.0
+    batch_size: int = 32
+    grad_accum: int = 1
+    lr: float = 5e-4
+    lr_decay: bool = True
+    seed: int = 0
+    ema_decay: float = 0.999
+    ckpt_every: int = 500
+    log_every: int = 10
+    sample_every: int = 0
+    coupling: str = "independent"
+    eps: float = 0.0
+    flip: bool = False
+    amp: str = "none"
+    compile: bool = False
+    channels_last: bool = False
+    teacher: str = ""
+
+    def validate(self) -> ImageConfig:
+        check_choice(self.method, METHODS, "method")
+        check_choice(self.coupling, COUPLINGS, "coupling")
+        check_choice(self.amp, AMP, "amp mode")
+        check_choice(self.net, UNET_PRESETS, "network preset")
+        kind = self.data.split(":", 1)[0]
+        check_choice(kind, ("patches", "lfw", "cifar10", "folder", "paired"), "image data")
+        if (kind == "paired") != (self.coupling == "paired"):
+            raise ValueError(
+                "paired data needs coupling=paired (and coupling=paired needs paired data)"
+            )
+        if self.steps < 1:
+            raise ValueError(f"steps must be ≥ 1; got {self.steps}")
+        for name in ("batch_size", "grad_accum", "ckpt_every", "log_every", "image_size"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be ≥ 1; got {getattr(self, name)}")
+        if self.batch_size % self.grad_accum:
+            raise ValueError("batch_size must be divisible by grad_accum")
+        return self
+
+    def net_kwargs(self, channels: int) -> dict:
+        p = dict(UNET_PRESETS[self.net])
+        if self.model_channels:
+            p["model_channels"] = self.model_channels
+        if self.channel_mult:
+            p["channel_mult"] = [int(v) for v in self.channel_mult.split(",")]
+        if self.num_blocks:
+            p["num_blocks"] = self.num_blocks
+        if self.attn_resolutions:
+            p["attn_resolutions"] = [int(v) for v in self.attn_resolutions.split(",")]
+        if self.dropout >= 0:
+            p["dropout"] = self.dropout
+        return {
+            "img_resolution": self.image_size,
+            "in_channels": channels,
+            "out_channels": channels,
+            **p,
+        }
+
+
+CONFIGS: dict[str, dict] = {
+    # GCTM paper setting for unconditional CIFAR-10 (ALGORITHMS.md §2–§4): OT coupling,
+    # DDPM++-style U-Net, EMA 0.999, N doubling every 50k iterations up to 1024, λ = 1.
+    "cifar10": dict(
+        method="gctm",
+        data="cifar10",
+        net="paper",
+        coupling="ot",
+        batch_size=128,
+        lr=2e-4,
+        ema_decay=0.999,
+        steps=400_000,
+        n_start=4,
+        n_double_every=50_000,
+        n_cap=1024,
+        fm_times="lognormal",
+        ckpt_every=5000,
+        sample_every=5000,
+        log_every=100,
+        lr_decay=False,
+    ),
+    # a single-GPU run of a few hours: half-width U-Net, shorter curriculum
+    "cifar10_small": dict(
+        method="gctm",
+        data="cifar10",
+        net="small",
+        coupling="ot",
+        batch_size=128,
+        lr=2e-4,
+        ema_decay=0.999,
+        steps=100_000,
+        n_start=4,
+        n_double_every=15_000,
+        n_cap=256,
+        fm_times="lognormal",
+        ckpt_every=2000,
+        sample_every=2000,
+        log_every=100,
+    ),
+    # minutes on a laptop CPU: offline photo patches, tiny U-Net
+    "patches_cpu": dict(
+        method="gctm",
+        data="patches",
+        net="tiny",
+        coupling="ot",
+        batch_size=32,
+        lr=5e-4,
+        ema_decay=0.995,
+        steps=1500,
+        n_start=4,
+        n_cap=16,
+        fm_times="lognormal",
+        ckpt_every=250,
+        sample_every=500,
+        log_every=10,
+    ),
+}
+
+
+def make_config(name: str, overrides: list[str] | dict | None = None) -> ImageConfig:
+    """A named config with ``key=value`` overrides (typed by the dataclass fields)."""
+    if name not in CONFIGS:
+        raise ValueError(f"unknown config {name!r}; choose one of: {', '.join(CONFIGS)}")
+    cfg = ImageConfig(name=name, **CONFIGS[name])
+    items = (
+        overrides.items() if isinstance(overrides, dict) else [_split(o) for o in overrides or []]
+    )
+    types = {f.name: f.type for f in fields(ImageConfig)}
+    for key, value in items:
+        if key not in types:
+            raise ValueError(f"unknown config key {key!r}; valid keys: {', '.join(sorted(types))}")
+        setattr(cfg, key, _parse(value, getattr(cfg, key)))
+    return cfg.validate()
+
+
+def _split(item: str) -> tuple[str, str]:
+    if "=" not in item:
+        raise ValueError(f"--set takes key=value; got {item!r}")
+    k, v = item.split("=", 1)
+    return k.strip(), v.strip()
+
+
+def _parse(value, current):
+    if not isinstance(value, str):
+        return value
+    if isinstance(current, bool):
+        if value.lower() not in ("1", "0", "true", "false", "yes", "no"):
+            raise ValueError(f"expected true/false; got {value!r}")
+        return value.lower() in ("1", "true", "yes")
+    try:
+        return type(current)(value)
+    except ValueError as err:
+        raise ValueError(f"cannot read {value!r} as {type(current).__name__}") from err
+
+
+def build_image_data(cfg: ImageConfig, split: str = "train"):
+    """The data set named by ``cfg.data`` (see :class:`ImageConfig`)."""
+    kind, _, arg = cfg.data.partition(":")
+    if kind == "patches":
+        return PhotoPatches(split, size=cfg.image_size)
+    if kind == "lfw":
+        return lfw_faces(cfg.image_size)
+    if kind == "cifar10":
+        return cifar10(cfg.data_root, train=split == "train", download=cfg.download)
+    if kind == "folder":
+        return ImageFolder(arg, cfg.image_size)
+    return PairedFolder(arg, cfg.image_size, flip=cfg.flip)
+
+
+def draw_image_batch(cfg: ImageConfig, ds, rng: Draws, n: int):
+    """A global batch ``(x0, x1)``: data by index from ``rng``; source = noise or the pair's input."""
+    idx = rng.randint(0, len(ds), n)
+    batch = stack_batch(ds, idx)
+    if isinstance(batch, tuple):
+        x0, x1 = batch
+        if cfg.flip:
+            flip = rng.rand(n) < 0.5
+            x0 = torch.where(flip[:, None, None, None], x0.flip(-1), x0)
+            x1 = torch.where(flip[:, None, None, None], x1.flip(-1), x1)
+    else:
+        x0 = batch
+        x1 = rng.randn(n, *x0.shape[1:])
+    x0, x1, _ = couple(x0, x1, cfg.coupling)
+    if cfg.eps > 0:
+        x1 = x1 + cfg.eps * rng.randn(n, *x1.shape[1:])
+    return x0, x1
+
+
+def image_spec(cfg: ImageConfig, channels: int) -> dict:
+    return {
+        "net": "unet",
+        "net_kwargs": cfg.net_kwargs(channels),
+        "data_shape": [channels, cfg.image_size, cfg.image_size],
+        "sigma_max": cfg.sigma_max,
+        "bidirectional": cfg.method == "bcm",
+    }
+
+
+class DistEnv:
+    """``torchrun`` environment: rank, world size, device; a no-op for a single process."""
+
+    def __init__(self, device: str | None = None) -> None:
+        self.world = int(os.environ.get("WORLD_SIZE", "1"))
+        self.rank = int(os.environ.get("RANK", "0"))
+        local = int(os.environ.get("LOCAL_RANK", "0"))
+        if device is None:
+            device = f"cuda:{local}" if torch.cuda.is_available() else "cpu"
+        self.device = torch.device(device)
+        if self.world > 1 and not dist.is_initialized():
+            dist.init_process_group("nccl" if self.device.type == "cuda" else "gloo")
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+    def mean(self, value: float) -> float:
+        if self.world == 1:
+            return value
+        t = torch.tensor(
+            [value],
+            dtype=torch.float64,
+            device=self.device if self.device.type == "cuda" else "cpu",
+        )
+        dist.all_reduce(t)
+        return float(t) / self.world
+
+    def average_gradients(self, params: list[torch.nn.Parameter]) -> None:
+        if self.world == 1:
+            return
+        grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in params]
+        flat = torch.cat([g.flatten() for g in grads])
+        dist.all_reduce(flat)
+        flat /= self.world
+        off = 0
+        for p, g in zip(params, grads, strict=True):
+            n = g.numel()
+            p.grad = flat[off : off + n].view_as(p).clone()
+            off += n
+
+    def barrier(self) -> None:
+        if self.world > 1:
+            dist.barrier()
+
+
+def estimate_image_moments(cfg: ImageConfig, ds, batches: int = 4) -> CouplingMoments:
+    """Scalar coupling moments (averaged over pixels) from a few coupled batches."""
+    pairs = [
+        draw_image_batch(cfg, ds, Draws.for_step(cfg.seed, k, stream=7), cfg.batch_size)
+        for k in range(batches)
+    ]
+    x0 = torch.cat([p[0] for p in pairs])
+    x1 = torch.cat([p[1] for p in pairs])
+    return CouplingMoments.estimate(x0, x1, per_coordinate=False)
+
+
+def train_images(
+    cfg: ImageConfig,
+    out: str | Path | None = None,
+    resume: bool = False,
+    progress: bool = True,
+    device: str | None = None,
+    teacher: FlowMapModel | None = None,
+) -> TrainResult:
+    """Train on images (see the module docstring); returns online and EMA models and the log."""
+    cfg.validate()
+    env = DistEnv(device)
+    out = Path(out) if out is not None else None
+    ds = build_image_data(cfg)
+    channels = int(ds[0][0].shape[0] if isinstance(ds[0], tuple) else ds[0].shape[0])
+    spec = image_spec(cfg, channels)
+    if env.main:
+        print(f"[train] data: {ds.describe()}; device {env.device} × {env.world} process(es)")
+    state = None
+    if out is not None and resume and checkpoint_path(out).exists():
+        state = load_raw(out, map_location=env.device)
+        if state.get("config") != asdict(cfg):
+            raise ValueError(f"{out} holds a run with a different config; use a new --out")
+    elif out is not None and not resume and checkpoint_path(out).exists():
+        raise ValueError(f"{out} already holds a checkpoint; pass --resume to continue it")
+    if cfg.method in NEEDS_TEACHER and teacher is None:
+        if not cfg.teacher:
+            raise ValueError(f"method {cfg.method!r} needs --set teacher=PATH (an FM run)")
+        teacher = load_checkpoint(cfg.teacher, map_location=env.device)
+    torch.manual_seed(cfg.seed)
+    model = build_model(spec, None if state is not None else estimate_image_moments(cfg, ds))
+    model = model.to(env.device)
+    if cfg.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    ema = EMA(model, cfg.ema_decay)
+    method = TrainingMethod(cfg, model, teacher)
+    params = list(model.parameters())
+    opt = torch.optim.Adam(params, lr=cfg.lr)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda k: lr_factor(cfg, k))
+    use_cuda_amp = env.device.type == "cuda" and cfg.amp != "none"
+    scaler = torch.amp.GradScaler("cuda", enabled=use_cuda_amp and cfg.amp == "fp16")
+    step, history, seconds = 0, [], 0.0
+    if state is not None:
+        model.load_state_dict(state["model"])
+        ema.load_state_dict(state["ema"])
+        opt.load_state_dict(state["optimizer"])
+        sched.load_state_dict(state["scheduler"])
+        scaler.load_state_dict(state["scaler"])
+        method.load_state_dict(state["method"])
+        step, history, seconds = state["step"], state["history"], state["seconds"]
+    if cfg.compile:
+        model.net.compile()  # in place: same parameters and state-dict keys
+    amp_ctx = (
+        torch.autocast("cuda", dtype=torch.bfloat16 if cfg.amp == "bf16" else torch.float16)
+        if use_cuda_amp
+        else contextlib.nullcontext()
+    )
+
+    def save() -> None:
+        if out is None or not env.main:
+            return
+        save_checkpoint(
+            out,
+            {
+                "spec": spec,
+                "config": asdict(cfg),
+                "model": model.state_dict(),
+                "ema": ema.state_dict(),
+                "optimizer": opt.state_dict(),
+                "scheduler": sched.state_dict(),
+                "scaler": scaler.state_dict(),
+                "method": method.state_dict(),
+                "step": step,
+                "history": history,
+                "seconds": seconds,
+                "data": ds.describe(),
+            },
+        )
+        write_log(out, history)
+
+    if out is not None and env.main:
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "config.json").write_text(json.dumps(asdict(cfg), indent=2))
+    B = cfg.batch_size
+    if B % (env.world * cfg.grad_accum):
+        raise ValueError(
+            f"batch_size {B} must divide evenly over {env.world} process(es) × "
+            f"{cfg.grad_accum} micro-batches"
+        )
+    local = B // env.world
+    micro = local // cfg.grad_accum
+    bar = tqdm(
+        total=cfg.steps,
+        initial=step,
+        disable=not (progress and env.main),
+        mininterval=0.5 if sys.stderr.isatty() else 10.0,
+        desc=f"{cfg.method} {cfg.name}",
+    )
+    fixed_noise = torch.randn(
+        64, *spec["data_shape"], generator=torch.Generator().manual_seed(1234)
+    )
+    model.train()
+    t0 = time.perf_counter()
+    while step < cfg.steps:
+        x0, x1 = draw_image_batch(cfg, ds, Draws.for_step(cfg.seed, step, stream=1), B)
+        opt.zero_grad(set_to_none=True)
+        total, logs = 0.0, {}
+        for m in range(cfg.grad_accum):
+            start = env.rank * local + m * micro
+            rng = Draws.for_step(cfg.seed, step, offset=start, total=B, device=env.device)
+            a = x0[start : start + micro].to(env.device)
+            b = x1[start : start + micro].to(env.device)
+            if cfg.channels_last:
+                a, b = (v.contiguous(memory_format=torch.channels_last) for v in (a, b))
+            with amp_ctx:
+                loss, logs = method.loss(model, ema.model, a, b, step, rng)
+            scaler.scale(loss / cfg.grad_accum).backward()
+            total += loss.item() / cfg.grad_accum
+        env.average_gradients(params)
+        scaler.step(opt)
+        scaler.update()
+        sched.step()
+        ema.update(model)
+        method.after_step(model)
+        step += 1
+        if step % cfg.log_every == 0 or step == cfg.steps:
+            row = {
+                "step": step,
+                "loss": env.mean(total),
+                **logs,
+                "seconds": seconds + time.perf_counter() - t0,
+            }
+            history.append(row)
+            bar.set_postfix(loss=f"{row['loss']:.4f}")
+        bar.update(1)
+        if env.main and out is not None and cfg.sample_every and step % cfg.sample_every == 0:
+            save_sample_grid(ema.model, fixed_noise, out / "samples" / f"step_{step:07d}.png")
+        if step % cfg.ckpt_every == 0 or step == cfg.steps:
+            seconds += time.perf_counter() - t0
+            t0 = time.perf_counter()
+            save()
+            env.barrier()
+    bar.close()
+    seconds += time.perf_counter() - t0
+    model.eval()
+    return TrainResult(model, ema.model, history, seconds, out)
+
+
+@torch.no_grad()
+def save_sample_grid(model: FlowMapModel, noise: torch.Tensor, path: Path, nfe: int = 1) -> Path:
+    """One-jump (or ``nfe``-jump) samples from fixed noise as an 8-wide PNG grid."""
+    from torchvision.utils import save_image
+
+    from .sampling import sample_multistep
+
+    device = next(model.parameters()).device
+    x = sample_multistep(model, noise.to(device), nfe).float().cpu()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    save_image((x.clamp(-1, 1) + 1) / 2, path, nrow=8)
+    return path
