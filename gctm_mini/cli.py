@@ -171,7 +171,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
 def cmd_export(args: argparse.Namespace) -> int:
     from .assets import export_checkpoint
 
-    dest = export_checkpoint(args.run, args.dest)
+    dest = export_checkpoint(args.run, args.dest, half=args.half)
     print(f"wrote {dest} ({dest.stat().st_size / 1e6:.2f} MB, EMA weights only)")
     return 0
 
@@ -259,6 +259,7 @@ def build_parser() -> argparse.ArgumentParser:
     x = sub.add_parser("export", help="write the EMA-only copy of a run's checkpoint (for sharing)")
     x.add_argument("run", help="run directory or checkpoint file")
     x.add_argument("dest", help="destination .pt file")
+    x.add_argument("--half", action="store_true", help="store the weights as float16")
     x.set_defaults(fn=cmd_export)
     return p
 

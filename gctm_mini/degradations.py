@@ -100,12 +100,19 @@ class Degradation:
         edges = (mag / 2).clamp(0, 1) * 2 - 1
         return edges.expand(-1, x.shape[1], -1, -1).contiguous()
 
-    def __call__(self, x: Tensor, generator: torch.Generator | None = None) -> Tensor:
-        """The degraded image X1 = H(X0) as a network input (inpainting hole → N(0, 1) noise)."""
+    def __call__(
+        self, x: Tensor, generator: torch.Generator | None = None, noise: Tensor | None = None
+    ) -> Tensor:
+        """The degraded image X1 = H(X0) as a network input (inpainting hole → N(0, 1) noise,
+        from ``noise`` if given, else drawn with ``generator``)."""
         y = self.clean(x)
         if self.task == "inpaint":
-            z = torch.randn(x.shape, generator=generator, dtype=x.dtype).to(x.device)
-            y = y + (1 - self.mask(x)) * z
+            z = (
+                noise
+                if noise is not None
+                else torch.randn(x.shape, generator=generator, dtype=x.dtype)
+            )
+            y = y + (1 - self.mask(x)) * z.to(x)
         return y
 
     def adjoint(self, v: Tensor) -> Tensor:
@@ -117,10 +124,17 @@ class Degradation:
             (g,) = torch.autograd.grad(self.clean(x), x, grad_outputs=v)
         return g
 
-    def project(self, x_hat: Tensor, y: Tensor, step: float = 1.0) -> Tensor:
+    def project(self, x_hat: Tensor, y: Tensor, step: float = 1.0, iters: int = 1) -> Tensor:
         """Move ``x_hat`` towards ``{x : Hx = y}``: exact for inpainting (copy the observed
-        pixels of ``y``), one Landweber step :math:`x + \\eta H^\\top(y - Hx)` otherwise."""
+        pixels of ``y``); ``iters`` Landweber steps :math:`x + \\eta H^\\top(y - Hx)` otherwise
+        (many iterations from the degraded image give iterative back-projection)."""
         if self.task == "inpaint":
             m = self.mask(x_hat)
             return m * y + (1 - m) * x_hat
-        return x_hat + step * self.adjoint(y - self.clean(x_hat))
+        if not self.linear:
+            raise ValueError(
+                f"{self.task} has no measurement projection (not a linear measurement)"
+            )
+        for _ in range(iters):
+            x_hat = x_hat + step * self.adjoint(y - self.clean(x_hat))
+        return x_hat

@@ -106,7 +106,8 @@ class PhotoPatches(TensorImages):
 
     ``split="train"`` uses :data:`TRAIN_PHOTOS`, ``"test"`` the held-out :data:`TEST_PHOTOS`
     (different photos, so test patches are never near-copies of training ones). Patches are
-    cut with ``stride`` at full resolution and at 1/2 and 1/4 scale.
+    cut with ``stride`` at full resolution and at 1/2 and 1/4 scale; each photo contributes
+    at most ``per_photo`` patches (a seeded random subset) so large photos do not dominate.
     """
 
     def __init__(
@@ -115,11 +116,18 @@ class PhotoPatches(TensorImages):
         size: int = 32,
         stride: int = 16,
         scales: Sequence[int] = (1, 2, 4),
+        per_photo: int = 1200,
     ) -> None:
         if split not in ("train", "test"):
             raise ValueError(f"split must be 'train' or 'test'; got {split!r}")
         photos = TRAIN_PHOTOS if split == "train" else TEST_PHOTOS
-        tiles = [p for name in photos for p in _patches(_photo(name), size, stride, scales)]
+        tiles = []
+        for k, name in enumerate(photos):
+            p = torch.cat(_patches(_photo(name), size, stride, scales))
+            if len(p) > per_photo:
+                keep = torch.randperm(len(p), generator=torch.Generator().manual_seed(k))[:per_photo]
+                p = p[keep.sort().values]
+            tiles.append(p)
         super().__init__(
             torch.cat(tiles), f"scikit-image photo patches ({split}: {', '.join(photos)})"
         )

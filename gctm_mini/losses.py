@@ -5,7 +5,10 @@ r"""Training losses.
 .. math::
     L_\text{FM} = \frac{\|g_\theta(x_t, t, t) - X_0\|^2}{c_\text{out}(t)^2},
 
-averaged over coordinates and the batch. It equals a velocity regression
+summed over the coordinates of a sample (a squared norm, as written) and averaged over the
+batch. The sum matters next to the consistency losses, whose per-sample pseudo-Huber norm
+grows like √d: with a per-coordinate *mean* the FM term would shrink by a factor d on
+images and training collapses to the trivial fixed point G(x, t, s) = x, v = 0. It equals a velocity regression
 :math:`\|v_\theta(x_t, t) - (X_1 - X_0)\|^2 / \kappa(t)^2` because
 :math:`g - X_0 = -t\,(v_\theta - (X_1 - X_0))` and :math:`c_\text{out} = t\kappa`. We evaluate it
 through the network's own target, :math:`\|F_\theta - (aX_0 - c_\text{skip}X_1)/\kappa\|^2`
@@ -48,7 +51,8 @@ def sample_fm_times(
 
 
 def fm_loss(model: FlowMapModel, x0: Tensor, x1: Tensor, t: Tensor) -> Tensor:
-    r"""Flow-matching loss :math:`\|g_\theta(x_t,t,t) - X_0\|^2 / c_\text{out}(t)^2`, a scalar.
+    r"""Flow-matching loss :math:`\|g_\theta(x_t,t,t) - X_0\|^2 / c_\text{out}(t)^2` (sum over
+    coordinates, mean over the batch), a scalar.
 
     Args:
         model: the flow-map model.
@@ -60,4 +64,4 @@ def fm_loss(model: FlowMapModel, x0: Tensor, x1: Tensor, t: Tensor) -> Tensor:
     target = (c["a"] * x0 - c["c_skip"] * x1) / c["kappa"]
     label = model.label(t)
     pred = model.net(c["c_in"] * xt, label, label)
-    return (pred - target).pow(2).flatten(1).mean(1).mean()
+    return (pred - target).pow(2).flatten(1).sum(1).mean()

@@ -65,7 +65,7 @@ def test_fm_loss_equals_weighted_data_prediction_error():
     t = torch.rand(128) * 0.8 + 0.1
     xt = (1 - t[:, None]) * x0 + t[:, None] * x1
     c = model.coefficients(t, x0)
-    direct = ((model.g(xt, t, t) - x0) ** 2 / c["c_out"] ** 2).mean()
+    direct = ((model.g(xt, t, t) - x0) ** 2 / c["c_out"] ** 2).sum(1).mean()
     assert fm_loss(model, x0, x1, t).item() == pytest.approx(direct.item(), rel=1e-4)
 
 

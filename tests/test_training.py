@@ -226,3 +226,12 @@ def test_translation_between_two_2d_data_sets(tmp_path):
     x1 = make_dataset("8gaussians")(16)
     assert res.ema.G(x1, 1.0, 0.0).shape == (16, 2)
     assert cli_main(["eval2d", str(tmp_path), "--nfe", "1", "--n", "128", "--seeds", "1"]) == 0
+
+
+def test_demo_runs_end_to_end_on_a_small_budget(tmp_path, capsys):
+    from gctm_mini.demo import run_demo
+
+    res = run_demo(tmp_path, steps=30, n=128, seeds=1, progress=False)
+    assert set(res) >= {"fm_euler", "fm_heun", "gctm", "floor"} and res["floor"] > 0
+    assert (tmp_path / "demo.png").stat().st_size > 10_000
+    assert "GCTM (OT)" in capsys.readouterr().out
