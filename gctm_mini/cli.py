@@ -176,6 +176,14 @@ def cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_classroom(args: argparse.Namespace) -> int:
+    from .classroom import build
+
+    for path in build(args.out):
+        print(f"wrote {path}")
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from .demo import run_demo
 
@@ -255,6 +263,11 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--device", default=None)
     ev.add_argument("--json", default=None)
     ev.set_defaults(fn=cmd_eval)
+
+    cl = sub.add_parser("classroom", help="classroom tools: build the student notebooks")
+    cl.add_argument("action", choices=["build"])
+    cl.add_argument("--out", default=None, help="default: notebooks/exercises")
+    cl.set_defaults(fn=cmd_classroom)
 
     x = sub.add_parser("export", help="write the EMA-only copy of a run's checkpoint (for sharing)")
     x.add_argument("run", help="run directory or checkpoint file")

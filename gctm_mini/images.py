@@ -125,7 +125,9 @@ class PhotoPatches(TensorImages):
         for k, name in enumerate(photos):
             p = torch.cat(_patches(_photo(name), size, stride, scales))
             if len(p) > per_photo:
-                keep = torch.randperm(len(p), generator=torch.Generator().manual_seed(k))[:per_photo]
+                keep = torch.randperm(len(p), generator=torch.Generator().manual_seed(k))[
+                    :per_photo
+                ]
                 p = p[keep.sort().values]
             tiles.append(p)
         super().__init__(

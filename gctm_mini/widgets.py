@@ -1,13 +1,16 @@
-"""Interactive explorers (ipywidgets) over trained 2D models.
+"""Interactive explorers (ipywidgets) over trained 2D models and couplings.
 
-:class:`FlowMapExplorer` — sliders for t, s, γ and the number of jumps. It shows a fixed
-cloud of points at time t, their learned jump to s (γ-sampling with that many jumps; one
-deterministic jump for γ = 0 and 1 step), the learned-velocity ODE path from t to s, and —
-for Gaussian-mixture data — the exact flow map, with the errors read out. Nothing is
-trained on a slider move; everything is a few batched forward passes.
+* :class:`FlowMapExplorer` (the t→s widget) — sliders for t, s, γ and the number of jumps. It
+  shows a fixed cloud of points at time t, their learned jump to s (γ-sampling with that many
+  jumps; one deterministic jump for γ = 0 and 1 step), the learned-velocity ODE path from t
+  to s, and — for Gaussian-mixture data — the exact flow map, with the errors read out.
+* :class:`GammaExplorer` — γ and NFE of γ-sampling from noise, with W2 to fresh data.
+* :class:`CouplingExplorer` — independent / exact OT / Sinkhorn pairings of one batch, with
+  Sinkhorn's ε and the transport cost.
 
-All drawing goes through :meth:`FlowMapExplorer.update`, which works without a display (the
-tests call it directly); :meth:`FlowMapExplorer.widget` wires it to sliders.
+Nothing is trained on a slider move; everything is a few batched forward passes. All drawing
+goes through ``update(...)``, which works without a display (the tests call it directly);
+``widget()`` wires it to the controls.
 """
 
 from __future__ import annotations
@@ -50,7 +53,44 @@ class JumpResult:
         return txt
 
 
-class FlowMapExplorer:
+class _Explorer:
+    """Shared plumbing: a figure, an ``update(**values)`` method, and slider wiring."""
+
+    fig = None
+    ax = None
+
+    def _axes(self):
+        if self.fig is None:
+            self.fig, self.ax = plt.subplots(figsize=(5, 5))
+            plt.close(self.fig)
+        return self.ax
+
+    def _controls(self) -> dict:
+        raise NotImplementedError
+
+    def widget(self):
+        """Controls wired to ``update`` (needs ipywidgets and a notebook front end)."""
+        import ipywidgets as w
+        from IPython.display import display
+
+        out = w.Output()
+        controls = self._controls()
+        label = w.Label()
+
+        def redraw(_=None):
+            r = self.update(**{k: v.value for k, v in controls.items()})
+            label.value = r.readout() if hasattr(r, "readout") else str(r)
+            with out:
+                out.clear_output(wait=True)
+                display(self.fig)
+
+        for v in controls.values():
+            v.observe(redraw, names="value")
+        redraw()
+        return w.VBox([w.HBox(list(controls.values())), label, out])
+
+
+class FlowMapExplorer(_Explorer):
     """Explore G(x, t, s) of a trained 2D model.
 
     Args:
@@ -67,8 +107,6 @@ class FlowMapExplorer:
         self.x1 = torch.randn(n, 2, generator=g)
         self.oracle = GaussianMixtureOracle(data) if hasattr(data, "covs") else None
         self.lim = lim
-        self.fig = None
-        self.ax = None
 
     @torch.no_grad()
     def compute(self, t: float, s: float, gamma: float = 0.0, steps: int = 1) -> JumpResult:
@@ -120,34 +158,85 @@ class FlowMapExplorer:
     ) -> JumpResult:
         """Recompute and redraw for one slider setting; returns the numbers shown."""
         r = self.compute(t, s, gamma, steps)
-        if self.fig is None:
-            self.fig, self.ax = plt.subplots(figsize=(5, 5))
-            plt.close(self.fig)
-        self.draw(r, self.ax)
+        self.draw(r, self._axes())
         return r
 
-    def widget(self):
-        """Sliders wired to :meth:`update` (needs ipywidgets and a notebook front end)."""
+    def _controls(self) -> dict:
         import ipywidgets as w
-        from IPython.display import display
 
-        out = w.Output()
-        sl = {
+        return {
             "t": w.FloatSlider(value=1.0, min=0.0, max=1.0, step=0.01, description="t"),
             "s": w.FloatSlider(value=0.0, min=0.0, max=1.0, step=0.01, description="s"),
             "gamma": w.FloatSlider(value=0.0, min=0.0, max=1.0, step=0.05, description="γ"),
             "steps": w.IntSlider(value=1, min=1, max=8, description="jumps"),
         }
-        label = w.Label()
 
-        def redraw(_=None):
-            r = self.update(**{k: v.value for k, v in sl.items()})
-            label.value = r.readout()
-            with out:
-                out.clear_output(wait=True)
-                display(self.fig)
 
-        for v in sl.values():
-            v.observe(redraw, names="value")
-        redraw()
-        return w.VBox([w.HBox([sl["t"], sl["s"]]), w.HBox([sl["gamma"], sl["steps"]]), label, out])
+class GammaExplorer(_Explorer):
+    """γ-sampling from noise with a chosen γ and number of jumps; W2 to fresh data read out."""
+
+    def __init__(self, model: FlowMapModel, data, n: int = 1000, seed: int = 0, lim: float = 3.0):
+        g = torch.Generator().manual_seed(seed)
+        self.model, self.lim = model.eval(), lim
+        self.x1 = torch.randn(n, *model.data_shape, generator=g)
+        self.ref = data(n, g)
+
+    @torch.no_grad()
+    def update(self, gamma: float = 0.0, nfe: int = 1) -> str:
+        from .metrics import w2
+
+        x = gamma_sampling(
+            self.model, self.x1, int(nfe), float(gamma), torch.Generator().manual_seed(1)
+        )
+        text = f"γ = {gamma:.2f}, NFE = {int(nfe)}: W2 to data {w2(x, self.ref):.3f}"
+        ax = self._axes()
+        ax.clear()
+        ax.scatter(
+            self.ref[:, 0], self.ref[:, 1], s=3, c=METHOD_COLORS["data"], alpha=0.3, label="data"
+        )
+        ax.scatter(x[:, 0], x[:, 1], s=3, c=color_of("gctm"), label="samples")
+        ax.set(xlim=(-self.lim, self.lim), ylim=(-self.lim, self.lim), aspect="equal")
+        ax.set_title(text, fontsize=9)
+        ax.legend(loc="lower left", fontsize=7)
+        return text
+
+    def _controls(self) -> dict:
+        import ipywidgets as w
+
+        return {
+            "gamma": w.FloatSlider(value=0.0, min=0.0, max=1.0, step=0.05, description="γ"),
+            "nfe": w.IntSlider(value=1, min=1, max=8, description="NFE"),
+        }
+
+
+class CouplingExplorer(_Explorer):
+    """Pairs of one batch under independent, exact-OT or Sinkhorn coupling."""
+
+    def __init__(self, data, n: int = 64, seed: int = 0, lim: float = 3.0):
+        g = torch.Generator().manual_seed(seed)
+        self.x0, self.x1, self.lim = data(n, g), torch.randn(n, 2, generator=g), lim
+
+    def update(self, coupling: str = "ot", reg: float = 0.05) -> str:
+        from .couplings import couple, transport_cost
+        from .plots import plot_pairs
+
+        with torch.random.fork_rng():
+            torch.manual_seed(0)
+            a, b, info = couple(self.x0, self.x1, coupling, reg=float(reg))
+        text = f"{coupling}" + (f" (ε = {reg:.3f})" if coupling == "sinkhorn" else "")
+        text += f": mean ‖X0 − X1‖² = {transport_cost(a, b):.3f}"
+        ax = self._axes()
+        ax.clear()
+        plot_pairs(ax, a, b, "", color_of(coupling), self.lim)
+        ax.set_title(text, fontsize=9)
+        return text
+
+    def _controls(self) -> dict:
+        import ipywidgets as w
+
+        return {
+            "coupling": w.Dropdown(
+                options=["independent", "ot", "sinkhorn"], value="ot", description="coupling"
+            ),
+            "reg": w.FloatLogSlider(value=0.05, base=10, min=-3, max=1, step=0.1, description="ε"),
+        }

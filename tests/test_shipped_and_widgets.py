@@ -57,3 +57,23 @@ def test_flow_map_explorer_updates_headless_and_matches_the_exact_map():
         assert "→" in r.readout()
     assert explorer.update(0.5, 0.9).s == 0.5  # s > t is clipped to t (forward maps)
     assert explorer.fig is not None
+
+
+def test_gamma_and_coupling_explorers_update_headless():
+    from gctm_mini.widgets import CouplingExplorer, GammaExplorer
+
+    g = GammaExplorer(load_shipped("gctm_moons"), make_dataset("moons"), n=300)
+    a, b = g.update(gamma=0.0, nfe=1), g.update(gamma=1.0, nfe=4)
+    assert "W2" in a and a != b
+    c = CouplingExplorer(make_dataset("moons"), n=32)
+    texts = {c.update(coupling=k, reg=0.05) for k in ("independent", "ot", "sinkhorn")}
+    assert len(texts) == 3
+    cost = {k: float(c.update(coupling=k).split("= ")[-1]) for k in ("independent", "ot")}
+    assert cost["ot"] < cost["independent"]
+
+
+def test_widgets_build_their_controls():
+    from gctm_mini.widgets import CouplingExplorer
+
+    box = CouplingExplorer(make_dataset("moons"), n=16).widget()
+    assert len(box.children) == 3  # controls, read-out, figure

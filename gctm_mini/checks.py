@@ -1,0 +1,301 @@
+"""Automatic checks for the classroom exercises: each one runs a student's function on cases
+with known answers and, when it is wrong, says *what* is wrong (time direction, shapes,
+stop-gradient, boundary condition, …) instead of printing a bare assertion.
+
+Every check returns ``True`` and prints a one-line success message, or raises
+:class:`CheckFailed` with the diagnosis. Notebooks call them right after an exercise cell.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from collections.abc import Callable
+
+import torch
+from torch import Tensor
+
+
+class CheckFailed(AssertionError):  # noqa: N818 - reads as a verdict in notebooks
+    """The student's function is wrong; the message says how."""
+
+
+def _ok(name: str) -> bool:
+    print(f"✓ {name}: correct")
+    return True
+
+
+def _close(a, b, tol=1e-5) -> bool:
+    return (
+        torch.is_tensor(a)
+        and a.shape == b.shape
+        and bool(torch.allclose(a.double(), b.double(), atol=tol, rtol=tol))
+    )
+
+
+def _call(fn: Callable, *args, what: str):
+    try:
+        return fn(*args)
+    except NotImplementedError:
+        raise
+    except Exception as err:  # noqa: BLE001 - turn any crash into a diagnosis
+        raise CheckFailed(f"{what} raised {type(err).__name__}: {err}") from err
+
+
+def check_interpolant(fn: Callable[[Tensor, Tensor, Tensor | float], Tensor]) -> bool:
+    """``fn(x0, x1, t)`` must return :math:`x_t = (1 - t)X_0 + tX_1` for float or ``(B,)`` t."""
+    g = torch.Generator().manual_seed(0)
+    x0, x1 = torch.randn(5, 3, generator=g), torch.randn(5, 3, generator=g)
+    at0 = _call(fn, x0, x1, 0.0, what="interpolate(x0, x1, 0.0)")
+    if _close(at0, x1):
+        raise CheckFailed(
+            "time direction swapped: at t = 0 you returned X1 (the source); "
+            "the data X0 lives at t = 0 and the source X1 at t = 1"
+        )
+    if not _close(at0, x0):
+        raise CheckFailed("at t = 0 the interpolant must equal X0 (the data)")
+    if not _close(_call(fn, x0, x1, 1.0, what="interpolate(x0, x1, 1.0)"), x1):
+        raise CheckFailed("at t = 1 the interpolant must equal X1 (the source)")
+    mid = _call(fn, x0, x1, 0.25, what="interpolate(x0, x1, 0.25)")
+    if not _close(mid, 0.75 * x0 + 0.25 * x1):
+        raise CheckFailed(
+            "x_t must be linear in t: (1 − t)·X0 + t·X1 (check the weights at t = 0.25)"
+        )
+    t = torch.tensor([0.0, 0.25, 0.5, 0.75, 1.0])
+    try:
+        per = fn(x0, x1, t)
+    except RuntimeError as err:
+        raise CheckFailed(
+            f"per-sample times of shape (B,) must broadcast over the data: reshape "
+            f"t to (B, 1, …) before multiplying ({err})"
+        ) from err
+    if not _close(per, (1 - t[:, None]) * x0 + t[:, None] * x1):
+        raise CheckFailed(
+            "with per-sample t of shape (B,), sample i must use t[i]; reshape t to (B, 1)"
+        )
+    return _ok("interpolant")
+
+
+def check_fm_target(fn: Callable[[Tensor, Tensor], Tensor]) -> bool:
+    """``fn(x0, x1)`` must return the conditional velocity :math:`dx_t/dt = X_1 - X_0`."""
+    g = torch.Generator().manual_seed(1)
+    x0, x1 = torch.randn(4, 2, generator=g), torch.randn(4, 2, generator=g)
+    out = _call(fn, x0, x1, what="fm_target(x0, x1)")
+    if _close(out, x0 - x1):
+        raise CheckFailed(
+            "sign flipped: x_t moves from X0 (t = 0) to X1 (t = 1), so dx_t/dt = X1 − X0"
+        )
+    if not _close(out, x1 - x0):
+        raise CheckFailed("the FM regression target is the time derivative of (1 − t)X0 + tX1")
+    return _ok("flow-matching target")
+
+
+def check_ot_pairing(fn: Callable[[Tensor, Tensor], Tensor]) -> bool:
+    """``fn(x0, x1)`` must return ``perm`` with ``x1[perm[i]]`` paired to ``x0[i]``, minimizing
+    the total squared Euclidean distance."""
+    for seed in range(3):
+        g = torch.Generator().manual_seed(seed)
+        x0, x1 = torch.randn(6, 2, generator=g), torch.randn(6, 2, generator=g) + 0.5
+        perm = torch.as_tensor(_call(fn, x0, x1, what="ot_pairing(x0, x1)")).long()
+        if perm.shape != (6,) or sorted(perm.tolist()) != list(range(6)):
+            raise CheckFailed(
+                "return a permutation of 0…B−1: every source sample used exactly once "
+                "(no repeats, none dropped)"
+            )
+        C = torch.cdist(x0.double(), x1.double()) ** 2
+        cost = float(C[torch.arange(6), perm].sum())
+        best = min(
+            sum(float(C[i, p[i]]) for i in range(6)) for p in itertools.permutations(range(6))
+        )
+        if cost > best + 1e-9:
+            E = C.sqrt()
+            be = min(
+                sum(float(E[i, p[i]]) for i in range(6)) for p in itertools.permutations(range(6))
+            )
+            if abs(float(E[torch.arange(6), perm].sum()) - be) < 1e-9:
+                raise CheckFailed(
+                    "your pairing is optimal for the Euclidean distance; the OT "
+                    "coupling here uses the *squared* Euclidean cost"
+                )
+            inv = torch.argsort(perm)
+            if abs(float(C[torch.arange(6), inv].sum()) - best) < 1e-9:
+                raise CheckFailed("the permutation is inverted: perm[i] must index x1 for x0[i]")
+            raise CheckFailed(f"total squared distance {cost:.4f} is above the optimum {best:.4f}")
+    return _ok("minibatch OT pairing")
+
+
+def check_flow_map(fn: Callable[[Tensor, Tensor, Tensor, Tensor], Tensor]) -> bool:
+    """``fn(x, t, s, g)`` must return :math:`G = \\tfrac st x + (1 - \\tfrac st) g` with
+    :math:`G(x, t, t) = x` exactly, also at t = s = 0."""
+    g0 = torch.Generator().manual_seed(2)
+    x, g = torch.randn(6, 2, generator=g0), torch.randn(6, 2, generator=g0)
+    t = torch.tensor([0.9, 0.5, 0.3, 0.0, 1.0, 0.7])
+    s = torch.tensor([0.9, 0.5, 0.3, 0.0, 0.0, 0.2])
+    out = _call(fn, x, t, s, g, what="flow_map(x, t, s, g)")
+    if not torch.is_tensor(out) or out.shape != x.shape:
+        raise CheckFailed(f"return a tensor shaped like x {tuple(x.shape)}")
+    if not bool(torch.isfinite(out).all()):
+        raise CheckFailed(
+            "NaN/inf: at t = s = 0, s/t is 0/0 — define the ratio as 1 when t = 0 "
+            "so that G(x, 0, 0) = x"
+        )
+    if not torch.equal(out[:4], x[:4]):
+        raise CheckFailed("boundary condition broken: G(x, t, t) must return x exactly (s/t = 1)")
+    ref = (s / t.clamp_min(1e-12))[4:, None] * x[4:] + (1 - s[4:, None] / t[4:, None]) * g[4:]
+    if _close(
+        out[4:], (1 - s[4:, None] / t[4:, None]) * x[4:] + (s[4:, None] / t[4:, None]) * g[4:]
+    ):
+        raise CheckFailed(
+            "x and g are swapped: the skip weight on x is s/t (G → x as s → t) and G(x, t, 0) = g"
+        )
+    if not _close(out[4:], ref):
+        raise CheckFailed("G(x, t, s) = (s/t)·x + (1 − s/t)·g; G(x, t, 0) must equal g")
+    return _ok("flow-map parameterization")
+
+
+def check_pseudo_huber(fn: Callable[[Tensor, float], Tensor]) -> bool:
+    """``fn(delta, c)`` must return the per-sample ``sqrt(‖Δ‖² + c²) − c``, shape ``(B,)``."""
+    d = torch.tensor([[3.0, 4.0], [0.0, 0.0], [1.0, 0.0]])
+    out = _call(fn, d, 0.1, what="pseudo_huber(delta, c)")
+    ref = (d.pow(2).sum(1) + 0.01).sqrt() - 0.1
+    if torch.is_tensor(out) and out.shape == d.shape:
+        raise CheckFailed(
+            "element-wise: the distance takes the norm over the whole sample and "
+            "returns one number per sample, shape (B,)"
+        )
+    if torch.is_tensor(out) and out.dim() == 0:
+        raise CheckFailed("return one value per sample (shape (B,)), not the batch mean")
+    if _close(out, d.pow(2).sum(1)):
+        raise CheckFailed("that is the squared norm; pseudo-Huber is sqrt(‖Δ‖² + c²) − c")
+    if not _close(out, ref):
+        raise CheckFailed("pseudo-Huber: sqrt(‖Δ‖² + c²) − c per sample (it is 0 at Δ = 0)")
+    return _ok("pseudo-Huber distance")
+
+
+def check_gctm_target(fn: Callable) -> bool:
+    """``fn(model, ema, x_t, t_idx, u_idx, s, grid)`` must return the GCTM target
+    :math:`\\mathrm{sg}\\,G_\\theta(\\mathrm{Heun}_{v_{ema}}(x_t, t \\to u), u, s)`: the ODE with the
+    **EMA** velocity, the jump with the **current** weights, no gradient."""
+    from .models import build_model, mlp_spec
+    from .parameterization import CouplingMoments
+    from .solvers import integrate_per_sample
+    from .timegrid import fine_grid
+
+    torch.manual_seed(0)
+    model = build_model(mlp_spec(2, 16, 2), CouplingMoments())
+    ema = build_model(mlp_spec(2, 16, 2), CouplingMoments())
+    for p, q in zip(model.parameters(), ema.parameters(), strict=True):
+        torch.nn.init.normal_(p, std=0.3)
+        torch.nn.init.normal_(q, std=0.3)
+    grid = fine_grid(4, dtype=torch.float32)
+    x = torch.randn(8, 2)
+    t_idx = torch.tensor([4, 4, 3, 3, 2, 4, 3, 2])
+    u_idx = torch.tensor([2, 3, 1, 2, 1, 0, 0, 1])
+    s = grid[torch.tensor([1, 0, 0, 1, 0, 0, 0, 1])]
+
+    def reference(ode_net, jump_net):
+        with torch.no_grad():
+            xu = integrate_per_sample(ode_net._velocity, x, grid, t_idx, u_idx, "heun")
+            return jump_net._G(xu, grid[u_idx], s)
+
+    out = _call(fn, model, ema, x, t_idx, u_idx, s, grid, what="gctm_target(...)")
+    if torch.is_tensor(out) and out.requires_grad:
+        raise CheckFailed(
+            "the target carries gradients: compute it under torch.no_grad() "
+            "(stop-gradient) so only the student is trained"
+        )
+    if _close(out, reference(ema, model), 1e-4):
+        return _ok("GCTM target")
+    if _close(out, reference(model, model), 1e-4):
+        raise CheckFailed("the ODE from t to u must use the EMA model's velocity (the teacher)")
+    if _close(out, reference(ema, ema), 1e-4) or _close(out, reference(model, ema), 1e-4):
+        raise CheckFailed(
+            "the jump u → s must use the current weights (stop-gradient), not the "
+            "EMA: in GCTM the EMA is the ODE teacher, not the target network"
+        )
+    raise CheckFailed("target = G_current(Heun_EMA(x_t, t → u), u, s); check the times you pass")
+
+
+def check_gamma_renoise(fn: Callable) -> bool:
+    """``fn(x_s, s_prime, t_next, gamma, z)`` must return
+    :math:`(1 - t_{n})\\,(x_{s'}/(1 - s') + \\gamma\\,\\sigma(t_{n})\\,z)` with σ(t) = t/(1 − t)."""
+    g = torch.Generator().manual_seed(3)
+    x, z = torch.randn(5, 2, generator=g), torch.randn(5, 2, generator=g)
+    tn, gamma = 0.6, 0.5
+    sig_n = tn / (1 - tn)
+    sig_s = math.sqrt(1 - gamma**2) * sig_n
+    sp = sig_s / (1 + sig_s)
+    out = _call(fn, x, sp, tn, gamma, z, what="renoise(...)")
+    ref = (1 - tn) * (x / (1 - sp) + gamma * sig_n * z)
+    if _close(out, x / (1 - sp) + gamma * sig_n * z):
+        raise CheckFailed("missing the (1 − t_next) factor: x_t = (1 − t)(X0 + σ(t) X1)")
+    if _close(out, (1 - tn) * (x / (1 - sp) + gamma * tn * z)):
+        raise CheckFailed("the noise scale is σ(t_next) = t_next / (1 − t_next), not t_next")
+    if _close(out, (1 - tn) * (x / (1 - sp) + gamma * z)):
+        raise CheckFailed("scale the fresh noise by γ·σ(t_next)")
+    if not _close(out, ref):
+        raise CheckFailed("re-noise: (1 − t_next)·(x / (1 − s') + γ·σ(t_next)·z)")
+    return _ok("γ-sampling re-noising")
+
+
+def check_degradation(fn: Callable[[Tensor], Tensor], task: str = "inpaint") -> bool:
+    """``fn(x)`` must match :class:`gctm_mini.degradations.Degradation` (deterministic part)."""
+    from .degradations import Degradation
+
+    x = torch.rand(3, 3, 16, 16, generator=torch.Generator().manual_seed(4)) * 2 - 1
+    out = _call(fn, x, what=f"{task} operator")
+    ref = Degradation(task).clean(x)
+    if not torch.is_tensor(out) or out.shape != x.shape:
+        raise CheckFailed(f"return a batch shaped like the input {tuple(x.shape)} (B, C, H, W)")
+    if task == "inpaint":
+        m = Degradation(task).mask(x)
+        if _close(out, x * (1 - m)):
+            raise CheckFailed("the mask is inverted: keep the border, remove the centre box")
+        if not _close(out, ref):
+            raise CheckFailed(
+                "zero the centre box (rows and columns H/4 … H − H/4) and keep the rest"
+            )
+    elif not _close(out, ref, 1e-4):
+        if out.shape == x.shape and _close(out[:1], ref[:1], 1e-4):
+            raise CheckFailed(
+                "the first image is right but not the others: do not loop over a "
+                "fixed index — operate on the whole batch"
+            )
+        raise CheckFailed(f"{task}: compare your output with Degradation('{task}').clean(x)")
+    if not _close(_call(fn, x[1:2], what="operator on one image"), ref[1:2], 1e-4):
+        raise CheckFailed("the result for one image must not depend on the rest of the batch")
+    return _ok(f"{task} operator")
+
+
+def check_one_jump_sampler(fn: Callable) -> bool:
+    """``fn(model, x1)`` must return the one-jump sample :math:`G_\\theta(X_1, 1, 0)` (NFE = 1)."""
+    from .models import build_model, mlp_spec
+    from .parameterization import CouplingMoments
+
+    torch.manual_seed(0)
+    model = build_model(mlp_spec(2, 16, 2), CouplingMoments()).eval()
+    for p in model.parameters():
+        torch.nn.init.normal_(p, std=0.3)
+    calls = []
+    orig = model._G
+
+    def counting(x, t, s):
+        calls.append((float(t.flatten()[0]), float(s.flatten()[0])))
+        return orig(x, t, s)
+
+    model._G = counting
+    x1 = torch.randn(8, 2)
+    out = _call(fn, model, x1, what="one_jump(model, x1)")
+    model._G = orig
+    with torch.no_grad():
+        ref = model.G(x1, 1.0, 0.0)
+    if calls and calls[0] == (0.0, 1.0):
+        raise CheckFailed(
+            "time direction: generation jumps from t = 1 (source) to s = 0 (data), "
+            "i.e. G(x1, 1, 0), not G(x1, 0, 1)"
+        )
+    if len(calls) > 1:
+        raise CheckFailed(f"one jump means one network evaluation (NFE = 1); you made {len(calls)}")
+    if not _close(out, ref, 1e-5):
+        raise CheckFailed("one jump: return model.G(x1, 1.0, 0.0)")
+    return _ok("one-jump sampler")

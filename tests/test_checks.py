@@ -1,0 +1,173 @@
+"""Every classroom check accepts the correct answer and rejects typical wrong ones with a
+message that names the mistake."""
+
+import pytest
+import torch
+
+from gctm_mini import checks
+from gctm_mini.checks import CheckFailed
+from gctm_mini.couplings import exact_ot_permutation
+from gctm_mini.degradations import Degradation
+from gctm_mini.solvers import integrate_per_sample
+
+
+def rejects(check, fn, *words):
+    with pytest.raises(CheckFailed) as err:
+        check(fn)
+    msg = str(err.value).lower()
+    assert all(w.lower() in msg for w in words), msg
+
+
+def interp(x0, x1, t):
+    t = torch.as_tensor(t, dtype=x0.dtype)
+    t = t.reshape(-1, *([1] * (x0.dim() - 1))) if t.dim() else t
+    return (1 - t) * x0 + t * x1
+
+
+def test_interpolant_check():
+    assert checks.check_interpolant(interp)
+    rejects(checks.check_interpolant, lambda x0, x1, t: interp(x1, x0, t), "direction")
+    rejects(checks.check_interpolant, lambda x0, x1, t: (1 - t) * x0 + t * x1, "broadcast")
+    rejects(
+        checks.check_interpolant,
+        lambda x0, x1, t: (
+            (1 - t**2) * x0 + t**2 * x1 if not torch.is_tensor(t) else interp(x0, x1, t)
+        ),
+        "linear",
+    )
+
+
+def test_fm_target_check():
+    assert checks.check_fm_target(lambda x0, x1: x1 - x0)
+    rejects(checks.check_fm_target, lambda x0, x1: x0 - x1, "sign")
+
+
+def test_ot_pairing_check():
+    assert checks.check_ot_pairing(exact_ot_permutation)
+    rejects(checks.check_ot_pairing, lambda x0, x1: torch.zeros(6, dtype=torch.long), "permutation")
+    rejects(checks.check_ot_pairing, lambda x0, x1: torch.arange(6), "optimum")
+
+    def euclid(x0, x1):  # optimal for the wrong cost
+        import itertools
+
+        E = torch.cdist(x0.double(), x1.double())
+        best = min(
+            itertools.permutations(range(6)), key=lambda p: sum(float(E[i, p[i]]) for i in range(6))
+        )
+        return torch.tensor(best)
+
+    # on some batches the two costs agree; the check must catch the batches where they do not
+    try:
+        checks.check_ot_pairing(euclid)
+    except CheckFailed as err:
+        assert "squared" in str(err)
+
+
+def flow_map(x, t, s, g):
+    r = torch.where(t > 0, s / t.clamp_min(1e-12), torch.ones_like(t))[:, None]
+    return r * x + (1 - r) * g
+
+
+def test_flow_map_check():
+    assert checks.check_flow_map(flow_map)
+    rejects(
+        checks.check_flow_map,
+        lambda x, t, s, g: (s / t)[:, None] * x + (1 - s / t)[:, None] * g,
+        "0/0",
+    )
+    rejects(checks.check_flow_map, lambda x, t, s, g: g, "boundary")
+    rejects(
+        checks.check_flow_map,
+        lambda x, t, s, g: (
+            flow_map(g, t, s, x)
+            if False
+            else torch.where(
+                (t == s)[:, None],
+                x,
+                (1 - s / t.clamp_min(1e-12))[:, None] * x + (s / t.clamp_min(1e-12))[:, None] * g,
+            )
+        ),
+        "swapped",
+    )
+
+
+def test_pseudo_huber_check():
+    assert checks.check_pseudo_huber(lambda d, c: (d.pow(2).sum(1) + c * c).sqrt() - c)
+    rejects(checks.check_pseudo_huber, lambda d, c: (d.pow(2) + c * c).sqrt() - c, "element-wise")
+    rejects(
+        checks.check_pseudo_huber,
+        lambda d, c: ((d.pow(2).sum(1) + c * c).sqrt() - c).mean(),
+        "per sample",
+    )
+    rejects(checks.check_pseudo_huber, lambda d, c: d.pow(2).sum(1), "squared norm")
+
+
+def gctm_target(model, ema, x, t_idx, u_idx, s, grid, ode=None, jump=None, grad=False):
+    ode, jump = ode or ema, jump or model
+    ctx = torch.enable_grad() if grad else torch.no_grad()
+    with ctx:
+        xu = integrate_per_sample(ode._velocity, x, grid, t_idx, u_idx, "heun")
+        return jump._G(xu, grid[u_idx], s)
+
+
+def test_gctm_target_check():
+    assert checks.check_gctm_target(gctm_target)
+    rejects(checks.check_gctm_target, lambda m, e, *a: gctm_target(m, e, *a, grad=True), "no_grad")
+    rejects(
+        checks.check_gctm_target,
+        lambda m, e, *a: gctm_target(m, e, *a, ode=m),
+        "ema model's velocity",
+    )
+    rejects(
+        checks.check_gctm_target, lambda m, e, *a: gctm_target(m, e, *a, jump=e), "current weights"
+    )
+
+
+def test_gamma_renoise_check():
+    sig = lambda t: t / (1 - t)  # noqa: E731
+    assert checks.check_gamma_renoise(
+        lambda x, sp, tn, g, z: (1 - tn) * (x / (1 - sp) + g * sig(tn) * z)
+    )
+    rejects(
+        checks.check_gamma_renoise,
+        lambda x, sp, tn, g, z: x / (1 - sp) + g * sig(tn) * z,
+        "(1 − t_next)",
+    )
+    rejects(
+        checks.check_gamma_renoise,
+        lambda x, sp, tn, g, z: (1 - tn) * (x / (1 - sp) + g * tn * z),
+        "σ(t_next)",
+    )
+
+
+def test_degradation_check():
+    op = Degradation("inpaint")
+    assert checks.check_degradation(op.clean, "inpaint")
+    rejects(
+        lambda f: checks.check_degradation(f, "inpaint"), lambda x: x * (1 - op.mask(x)), "inverted"
+    )
+    blur = Degradation("deblur")
+    assert checks.check_degradation(blur.clean, "deblur")
+    rejects(lambda f: checks.check_degradation(f, "deblur"), lambda x: x, "deblur")
+
+
+def test_one_jump_check():
+    assert checks.check_one_jump_sampler(lambda m, x1: m.G(x1, 1.0, 0.0))
+    rejects(
+        checks.check_one_jump_sampler,
+        lambda m, x1: m.G(m.G(x1, 1.0, 0.5), 0.5, 0.0),
+        "one network evaluation",
+    )
+
+    def backwards(m, x1):
+        return m._G(x1, torch.zeros(len(x1)), torch.ones(len(x1)))
+
+    rejects(checks.check_one_jump_sampler, backwards, "direction")
+
+
+def test_not_implemented_passes_through_unchanged():
+    def stub(*a):
+        raise NotImplementedError("write the interpolant")
+
+    with pytest.raises(NotImplementedError):
+        checks.check_interpolant(stub)
