@@ -39,7 +39,11 @@ def _call(fn: Callable, *args, what: str):
     except NotImplementedError:
         raise
     except Exception as err:  # noqa: BLE001 - turn any crash into a diagnosis
-        raise CheckFailed(f"{what} raised {type(err).__name__}: {err}") from err
+        hint = ""
+        if "must match the size" in str(err):
+            hint = (" — per-sample times of shape (B,) must be reshaped to (B, 1, …) to "
+                    "broadcast over the data")
+        raise CheckFailed(f"{what} raised {type(err).__name__}: {err}{hint}") from err
 
 
 def check_interpolant(fn: Callable[[Tensor, Tensor, Tensor | float], Tensor]) -> bool:
@@ -299,3 +303,32 @@ def check_one_jump_sampler(fn: Callable) -> bool:
     if not _close(out, ref, 1e-5):
         raise CheckFailed("one jump: return model.G(x1, 1.0, 0.0)")
     return _ok("one-jump sampler")
+
+
+def check_bidirectional_map(fn: Callable[[Tensor, Tensor, Tensor, Tensor], Tensor]) -> bool:
+    """``fn(x, t, s, u_bar)`` must return :math:`x + (s - t)\\,\\bar u` for any s, t in [0, 1]
+    (both directions; G(x, t, t) = x exactly)."""
+    g = torch.Generator().manual_seed(5)
+    x, u = torch.randn(5, 2, generator=g), torch.randn(5, 2, generator=g)
+    t = torch.tensor([0.0, 0.3, 0.8, 0.5, 1.0])
+    s = torch.tensor([1.0, 0.3, 0.1, 0.5, 0.0])
+    out = _call(fn, x, t, s, u, what="bidirectional_map(x, t, s, u_bar)")
+    ref = x + (s - t)[:, None] * u
+    if not torch.is_tensor(out) or out.shape != x.shape:
+        raise CheckFailed(
+            f"return a tensor shaped like x {tuple(x.shape)}; reshape (B,) times to (B, 1)"
+        )
+    if not bool(torch.isfinite(out).all()):
+        raise CheckFailed(
+            "NaN/inf: the average-velocity form has no division by t — it must work at t = 0"
+        )
+    if not (torch.equal(out[1], x[1]) and torch.equal(out[3], x[3])):
+        raise CheckFailed("boundary condition broken: G(x, t, t) must return x exactly")
+    if _close(out, x + (t - s)[:, None] * u):
+        raise CheckFailed(
+            "time direction: moving from t to s adds (s − t)·ū, so inversion (s > t) "
+            "moves along +ū and generation (s < t) along −ū"
+        )
+    if not _close(out, ref):
+        raise CheckFailed("G(x, t, s) = x + (s − t)·ū")
+    return _ok("bidirectional flow map")

@@ -171,3 +171,13 @@ def test_not_implemented_passes_through_unchanged():
 
     with pytest.raises(NotImplementedError):
         checks.check_interpolant(stub)
+
+
+def test_bidirectional_map_check():
+    f = lambda x, t, s, u: x + (s - t)[:, None] * u  # noqa: E731
+    assert checks.check_bidirectional_map(f)
+    rejects(
+        checks.check_bidirectional_map, lambda x, t, s, u: x + (t - s)[:, None] * u, "direction"
+    )
+    rejects(checks.check_bidirectional_map, lambda x, t, s, u: x + (s - t) * u, "reshape")
+    rejects(checks.check_bidirectional_map, lambda x, t, s, u: x * (s / t)[:, None] + u, "nan")
