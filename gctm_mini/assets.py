@@ -49,10 +49,15 @@ def load_shipped(name: str, map_location: str = "cpu") -> FlowMapModel:
     return load_checkpoint(shipped_path(name), map_location=map_location)
 
 
-def export_checkpoint(run: str | os.PathLike, dest: str | os.PathLike) -> Path:
-    """Write the EMA-only, optimizer-free copy of a run's checkpoint to ``dest`` (atomically)."""
+def export_checkpoint(run: str | os.PathLike, dest: str | os.PathLike, half: bool = False) -> Path:
+    """Write the EMA-only, optimizer-free copy of a run's checkpoint to ``dest`` (atomically).
+
+    ``half`` stores floating-point weights as float16 (half the size; they are cast back to
+    float32 when loaded into the model).
+    """
     data = load_raw(run)
-    keep = {
-        k: data[k] for k in ("spec", "ema", "config", "history", "step", "seconds") if k in data
-    }
+    names = ("spec", "ema", "config", "history", "step", "seconds", "data")
+    keep = {k: data[k] for k in names if k in data}
+    if half:
+        keep["ema"] = {k: v.half() if v.is_floating_point() else v for k, v in keep["ema"].items()}
     return save_checkpoint(Path(dest), keep)

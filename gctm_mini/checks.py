@@ -41,8 +41,10 @@ def _call(fn: Callable, *args, what: str):
     except Exception as err:  # noqa: BLE001 - turn any crash into a diagnosis
         hint = ""
         if "must match the size" in str(err):
-            hint = (" — per-sample times of shape (B,) must be reshaped to (B, 1, …) to "
-                    "broadcast over the data")
+            hint = (
+                " — per-sample times of shape (B,) must be reshaped to (B, 1, …) to "
+                "broadcast over the data"
+            )
         raise CheckFailed(f"{what} raised {type(err).__name__}: {err}{hint}") from err
 
 

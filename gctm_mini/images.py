@@ -12,6 +12,7 @@ photos bundled with scikit-image, split into train and test **by source photo**;
 
 from __future__ import annotations
 
+import functools
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -101,6 +102,23 @@ def _patches(img: np.ndarray, size: int, stride: int, scales: Sequence[int]) -> 
     return out
 
 
+@functools.lru_cache(maxsize=8)
+def _photo_patches(
+    photos: tuple[str, ...], size: int, stride: int, scales: tuple[int, ...], per_photo: int
+) -> Tensor:
+    """Patches of the named photos, each capped at ``per_photo`` (seeded subset); cached."""
+    tiles = []
+    for k, name in enumerate(photos):
+        p = torch.cat(_patches(_photo(name), size, stride, scales))
+        if len(p) > per_photo:
+            keep = torch.randperm(len(p), generator=torch.Generator().manual_seed(k))[:per_photo]
+            p = p[keep.sort().values]
+        tiles.append(p)
+    out = torch.cat(tiles)
+    out.requires_grad_(False)
+    return out
+
+
 class PhotoPatches(TensorImages):
     """32×32 (``size``) RGB patches from scikit-image's bundled photos, offline.
 
@@ -121,18 +139,8 @@ class PhotoPatches(TensorImages):
         if split not in ("train", "test"):
             raise ValueError(f"split must be 'train' or 'test'; got {split!r}")
         photos = TRAIN_PHOTOS if split == "train" else TEST_PHOTOS
-        tiles = []
-        for k, name in enumerate(photos):
-            p = torch.cat(_patches(_photo(name), size, stride, scales))
-            if len(p) > per_photo:
-                keep = torch.randperm(len(p), generator=torch.Generator().manual_seed(k))[
-                    :per_photo
-                ]
-                p = p[keep.sort().values]
-            tiles.append(p)
-        super().__init__(
-            torch.cat(tiles), f"scikit-image photo patches ({split}: {', '.join(photos)})"
-        )
+        tiles = _photo_patches(photos, size, stride, tuple(scales), per_photo)
+        super().__init__(tiles, f"scikit-image photo patches ({split}: {', '.join(photos)})")
 
 
 def lfw_faces(size: int = 32) -> TensorImages:

@@ -25,19 +25,32 @@ ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
 
 pytestmark = [
     pytest.mark.browser,
-    pytest.mark.skipif(CHROMIUM is None, reason="Chromium is not installed (apt-get install chromium)"),
+    pytest.mark.skipif(
+        CHROMIUM is None, reason="Chromium is not installed (apt-get install chromium)"
+    ),
 ]
 
 NOTEBOOK = {
-    "cells": [{
-        "cell_type": "code", "execution_count": None, "id": "w1", "metadata": {}, "outputs": [],
-        "source": ("import gctm_mini as gm\n"
-                   "from gctm_mini.widgets import GammaExplorer\n"
-                   "explorer = GammaExplorer(gm.assets.load_shipped('gctm_moons'), gm.make_dataset('moons'), n=300)\n"
-                   "explorer.widget()"),
-    }],
-    "metadata": {"kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"}},
-    "nbformat": 4, "nbformat_minor": 5,
+    "cells": [
+        {
+            "cell_type": "code",
+            "execution_count": None,
+            "id": "w1",
+            "metadata": {},
+            "outputs": [],
+            "source": (
+                "import gctm_mini as gm\n"
+                "from gctm_mini.widgets import GammaExplorer\n"
+                "explorer = GammaExplorer(gm.assets.load_shipped('gctm_moons'), gm.make_dataset('moons'), n=300)\n"
+                "explorer.widget()"
+            ),
+        }
+    ],
+    "metadata": {
+        "kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"}
+    },
+    "nbformat": 4,
+    "nbformat_minor": 5,
 }
 
 
@@ -51,12 +64,29 @@ def free_port() -> int:
 def lab(tmp_path):
     (tmp_path / "widget.ipynb").write_text(json.dumps(NOTEBOOK))
     port, token = free_port(), "gctm-test-token"
-    env = {**os.environ, "JUPYTER_PLATFORM_DIRS": "1", "MPLBACKEND": "module://matplotlib_inline.backend_inline"}
+    env = {
+        **os.environ,
+        "JUPYTER_PLATFORM_DIRS": "1",
+        "MPLBACKEND": "module://matplotlib_inline.backend_inline",
+    }
     proc = subprocess.Popen(
-        [sys.executable, "-m", "jupyterlab", "--no-browser", f"--port={port}", "--ip=127.0.0.1",
-         f"--IdentityProvider.token={token}", f"--ServerApp.root_dir={tmp_path}",
-         "--ServerApp.disable_check_xsrf=True", "--LabApp.news_url=", "--allow-root"],
-        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        [
+            sys.executable,
+            "-m",
+            "jupyterlab",
+            "--no-browser",
+            f"--port={port}",
+            "--ip=127.0.0.1",
+            f"--IdentityProvider.token={token}",
+            f"--ServerApp.root_dir={tmp_path}",
+            "--ServerApp.disable_check_xsrf=True",
+            "--LabApp.news_url=",
+            "--allow-root",
+        ],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     url = f"http://127.0.0.1:{port}"
     deadline = time.time() + 120
     while time.time() < deadline:
@@ -80,8 +110,15 @@ def test_gamma_explorer_reacts_to_a_slider_in_chromium(lab):
     sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed")
     url, token = lab
     ARTIFACTS.mkdir(exist_ok=True)
-    args = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-            "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+    args = [
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+    ]
     with sync_api.sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=args)
         page = browser.new_page(viewport={"width": 1280, "height": 900})
@@ -91,8 +128,10 @@ def test_gamma_explorer_reacts_to_a_slider_in_chromium(lab):
             page.wait_for_selector("text=| Idle", timeout=120_000)  # status bar: kernel ready
             page.click(".jp-Cell .jp-InputArea-editor")
             page.keyboard.press("Shift+Enter")
-            readout = ("() => Array.from(document.querySelectorAll('.jp-OutputArea-output'))"
-                       ".map(e => e.textContent).join(' ')")
+            readout = (
+                "() => Array.from(document.querySelectorAll('.jp-OutputArea-output'))"
+                ".map(e => e.textContent).join(' ')"
+            )
             page.wait_for_function(f"() => ({readout})().includes('W2 to data')", timeout=180_000)
             before = page.evaluate(readout)
             handle = page.locator(".noUi-handle").nth(1)  # the NFE slider
