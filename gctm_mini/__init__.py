@@ -7,6 +7,7 @@ Conventions (fixed): X0 is the data at t = 0, X1 the source at t = 1, and
 
 from . import (
     assets,
+    checks,
     consistency,
     couplings,
     data2d,
@@ -32,6 +33,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "assets",
+    "checks",
     "consistency",
     "couplings",
     "data2d",

@@ -531,6 +531,7 @@ def train_images(
     bar.close()
     seconds += time.perf_counter() - t0
     model.eval()
+    model.train_config = ema.model.train_config = asdict(cfg)
     return TrainResult(model, ema.model, history, seconds, out)
 
 

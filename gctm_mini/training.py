@@ -252,6 +252,7 @@ def train2d(
     bar.close()
     seconds += time.perf_counter() - t0
     model.eval()
+    model.train_config = ema.model.train_config = asdict(cfg)
     return TrainResult(model, ema.model, history, seconds, out, evals)
 
 
