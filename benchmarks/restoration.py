@@ -2,10 +2,12 @@
 
     python benchmarks/restoration.py [--quick] [--steps N] [--nfe K]
 
-For each task: the degraded input; the regression baseline (the supervised model's
-conditional mean g(H(x), 1, 1)); supervised GCTM, one jump; zero-shot GCTM with the shipped
-unconditional patch model (``gctm_patches``) at K jumps; the DPS-style baseline on the same
-model's velocity at K NFE. PSNR/SSIM (scikit-image) on ``n`` held-out test patches and wall
+For each task: the degraded input; back-projection from it without any network
+(``projection``: Landweber steps onto {x : Hx = y}; inpainting has nothing to project); the
+regression baseline (the supervised model's conditional mean g(H(x), 1, 1)); supervised GCTM,
+one jump, alone and followed by the same projection (``supervised_gctm_dc``); zero-shot GCTM
+with the shipped unconditional patch model (``gctm_patches``) at 1 and K jumps; the DPS-style
+baseline on the same model's velocity at K NFE. PSNR/SSIM (scikit-image) on ``n`` held-out test patches and wall
 time per image, all measured in one run on this machine. The supervised models are trained
 here with the ``{task}_cpu`` configs (``--steps`` overrides their length).
 Writes ``benchmarks/results/restoration.csv`` (task, method, nfe, psnr, ssim, seconds).
@@ -46,8 +48,18 @@ def evaluate_task(op: Degradation, sup, prior, x0: torch.Tensor, nfe: int) -> di
     with torch.no_grad():
         out = {
             ("degraded", 0): (y_in, 0.0),
+            ("projection", 0): timed(lambda: op.project(y, y, iters=50) if op.linear else y, n),
             ("regression", 1): timed(lambda: sup.g(y_in, 1.0, 1.0), n),
             ("supervised_gctm", 1): timed(lambda: restore_supervised(sup, y_in, 1), n),
+            ("supervised_gctm_dc", 1): timed(
+                lambda: restore_supervised(sup, y_in, 1, consistency=op), n
+            ),
+            ("zeroshot_gctm", 1): timed(
+                lambda: zero_shot_restore(
+                    prior, y, op, nfe=1, generator=torch.Generator().manual_seed(2)
+                ),
+                n,
+            ),
             ("zeroshot_gctm", nfe): timed(
                 lambda: zero_shot_restore(
                     prior, y, op, nfe=nfe, generator=torch.Generator().manual_seed(2)

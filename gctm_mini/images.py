@@ -36,7 +36,7 @@ TEST_PHOTOS = ("chelsea",)
 
 def to_unit_range(img: np.ndarray | Tensor) -> Tensor:
     """``uint8 (H, W, C)`` or float in [0, 1] → float ``(C, H, W)`` in [−1, 1]."""
-    t = torch.as_tensor(np.asarray(img))
+    t = torch.as_tensor(np.array(img))  # a writable copy (PIL arrays are read-only)
     if t.dtype == torch.uint8:
         t = t.float() / 255.0
     t = t.float()

@@ -43,18 +43,29 @@ def restore_supervised(
     nfe: int = 1,
     eps: float = 0.0,
     generator: torch.Generator | None = None,
+    consistency: Degradation | None = None,
+    iters: int = 50,
 ) -> Tensor:
     """One-jump (or ``nfe``-jump) restoration by a GCTM trained on pairs (X0, H(X0)).
 
     ``y_input`` is the degraded image as the model saw it in training (for inpainting, with the
     noise-filled hole); ``eps`` the source perturbation it was trained with.
+
+    With ``consistency`` (the degradation H), the answer is also made consistent with the
+    measurement — :math:`\\Pi_y(G_\\theta(y, 1, 0))` with ``iters`` Landweber steps (the
+    projection of :func:`zero_shot_restore`; no extra network evaluation). The network supplies
+    what H removed, the projection restores what H kept exactly.
     """
     from .sampling import sample_multistep
 
     x1 = y_input
     if eps > 0:
         x1 = x1 + eps * torch.randn(x1.shape, generator=generator, dtype=x1.dtype).to(x1.device)
-    return sample_multistep(model, x1, nfe)
+    x0_hat = sample_multistep(model, x1, nfe)
+    if consistency is None:
+        return x0_hat
+    y = y_input * consistency.mask(y_input) if consistency.task == "inpaint" else y_input
+    return consistency.project(x0_hat, y, iters=iters)
 
 
 @torch.no_grad()

@@ -113,6 +113,23 @@ def test_zero_shot_restoration_is_measurement_consistent(task, patches):
     assert dps.shape == x0.shape and torch.isfinite(dps).all()
 
 
+@pytest.mark.parametrize("task", RESTORATION_TASKS)
+def test_supervised_restore_with_consistency_satisfies_the_measurement(task, patches):
+    op = Degradation(task)
+    x0 = patches[:4, :, :16, :16]
+    y_in = op(x0, generator=torch.Generator().manual_seed(0))
+    model = tiny_image_model()  # untrained: only the projection can make Hx = y
+    raw = restore_supervised(model, y_in, nfe=1)
+    out = restore_supervised(model, y_in, nfe=1, consistency=op)
+    y = op.clean(x0)
+    err_raw = float((op.clean(raw) - y).norm() / y.norm())
+    err = float((op.clean(out) - y).norm() / y.norm())
+    assert err < (1e-6 if task == "inpaint" else 0.2 * err_raw), (err, err_raw)
+    if task == "inpaint":  # the hole keeps the network's answer
+        m = op.mask(x0)
+        assert torch.equal((1 - m) * out, (1 - m) * raw)
+
+
 def test_supervised_restore_and_editing_run_on_a_model():
     model = tiny_image_model()
     x = torch.rand(2, 3, 16, 16) * 2 - 1
