@@ -3,7 +3,8 @@
     python benchmarks/restoration.py [--quick] [--steps N] [--nfe K]
 
 For each task: the degraded input; back-projection from it without any network
-(``projection``: Landweber steps onto {x : Hx = y}; inpainting has nothing to project); the
+(``projection``: Landweber steps onto {x : Hx = y}; for inpainting the observed pixels with
+the hole at 0, mid-grey); the
 regression baseline (the supervised model's conditional mean g(H(x), 1, 1)); supervised GCTM,
 one jump, alone and followed by the same projection (``supervised_gctm_dc``); zero-shot GCTM
 with the shipped unconditional patch model (``gctm_patches``) at 1 and K jumps; the DPS-style
