@@ -1,5 +1,5 @@
-"""The quick-start job: flow matching and GCTM on the moons data set, on the CPU, in about a
-minute and a half.
+"""The quick-start job: flow matching and GCTM on the moons data set, on the CPU, in about
+75 seconds.
 
 Trains FM (independent coupling) and GCTM (exact minibatch-OT coupling, no teacher) on
 moons, prints the exact W2 between generated and fresh data points by NFE — FM's ODE with
@@ -25,7 +25,7 @@ from .sampling import make_sampler, sample_multistep, sample_ode  # noqa: E402
 from .training import Toy2DConfig, train2d  # noqa: E402
 
 NFES = (1, 2, 4, 8, 100)
-FM_STEPS, GCTM_STEPS = 6000, 2000
+FM_STEPS, GCTM_STEPS = 5000, 1500
 
 
 def run_demo(
@@ -60,12 +60,17 @@ def run_demo(
         f"evaluating exact W2 (n={n}, {seeds} seeds) …"
     )
     data = make_dataset("moons")
+    euler = quality_by_nfe(make_sampler(fm.ema, "euler"), data, NFES, n=n, seeds=seeds)
+    floor = euler.floor
     reports = {
-        "fm_euler": quality_by_nfe(make_sampler(fm.ema, "euler"), data, NFES, n=n, seeds=seeds),
-        "fm_heun": quality_by_nfe(make_sampler(fm.ema, "heun"), data, NFES, n=n, seeds=seeds),
-        "gctm": quality_by_nfe(make_sampler(gctm.ema, "flowmap"), data, NFES[:4], n=n, seeds=seeds),
+        "fm_euler": euler,
+        "fm_heun": quality_by_nfe(
+            make_sampler(fm.ema, "heun"), data, NFES, n=n, seeds=seeds, floor=floor
+        ),
+        "gctm": quality_by_nfe(
+            make_sampler(gctm.ema, "flowmap"), data, NFES[:4], n=n, seeds=seeds, floor=floor
+        ),
     }
-    floor = reports["fm_euler"].floor
     print(
         f"\nmoons: exact W2 between {n} generated and {n} fresh data points (mean of {seeds} seeds)"
     )

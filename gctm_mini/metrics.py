@@ -145,12 +145,14 @@ def quality_by_nfe(
     metric: str = "w2",
     source: Callable[..., Tensor] | None = None,
     base_seed: int = 20_000,
+    floor: float | None = None,
 ) -> NFEReport:
     """Evaluate ``sampler(x1, nfe) -> x0`` against fresh data at each NFE.
 
     For each seed: draw n source points (``source(n, g)``, default N(0, I)) and n fresh data
     points, generate at every NFE, and measure ``metric``; report the mean over seeds with
-    the data–data floor at the same n.
+    the data–data floor at the same n (pass ``floor`` from an earlier report on the same data,
+    n, seeds and metric to skip recomputing it).
     """
     check_choice(metric, METRICS, "metric")
     fn = METRICS[metric]
@@ -163,7 +165,8 @@ def quality_by_nfe(
             with torch.no_grad():
                 out = sampler(x1, nfe)
             per[nfe].append(fn(out, ref))
-    floor = data_floor(data, n, seeds, metric)
+    if floor is None:
+        floor = data_floor(data, n, seeds, metric)
     return NFEReport(
         metric,
         n,
