@@ -1,6 +1,6 @@
 """Restoration on held-out photo patches: SR×2, deblurring, inpainting.
 
-    python benchmarks/restoration.py [--quick] [--steps N] [--nfe K]
+    python benchmarks/restoration.py [--quick] [--steps N] [--nfe K] [--lpips]
 
 For each task: the degraded input; back-projection from it without any network
 (``projection``: Landweber steps onto {x : Hx = y}; for inpainting the observed pixels with
@@ -9,7 +9,8 @@ regression baseline (the supervised model's conditional mean g(H(x), 1, 1)); sup
 one jump, alone and followed by the same projection (``supervised_gctm_dc``); zero-shot GCTM
 with the shipped unconditional patch model (``gctm_patches``) at 1 and K jumps; the DPS-style
 baseline on the same model's velocity at K NFE. PSNR/SSIM (scikit-image) on ``n`` held-out test patches and wall
-time per image, all measured in one run on this machine. The supervised models are trained
+time per image, all measured in one run on this machine (``--lpips``: also LPIPS, where its
+weights can be fetched). The supervised models are trained
 here with the ``{task}_cpu`` configs (``--steps`` overrides their length).
 Writes ``benchmarks/results/restoration.csv`` (task, method, nfe, psnr, ssim, seconds).
 """
@@ -25,7 +26,7 @@ import torch
 
 from gctm_mini.assets import load_shipped
 from gctm_mini.degradations import Degradation
-from gctm_mini.evaluation import psnr_ssim
+from gctm_mini.evaluation import lpips_distance, psnr_ssim
 from gctm_mini.images import PhotoPatches
 from gctm_mini.restoration import dps_ode, restore_supervised, zero_shot_restore
 from gctm_mini.runtime import describe
@@ -80,6 +81,9 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=None, help="supervised training steps per task")
     ap.add_argument("--nfe", type=int, default=8, help="zero-shot / DPS budget")
     ap.add_argument("--n", type=int, default=256, help="test patches")
+    ap.add_argument(
+        "--lpips", action="store_true", help="add an lpips column (needs: pip install lpips)"
+    )
     args = ap.parse_args()
     OUT.mkdir(parents=True, exist_ok=True)
     n = 16 if args.quick else args.n
@@ -87,6 +91,8 @@ def main() -> None:
     x0 = PhotoPatches("test").images
     x0 = x0[torch.randperm(len(x0), generator=torch.Generator().manual_seed(0))[:n]]
     prior = load_shipped("gctm_patches")
+    if args.lpips:  # fail now, with a clear MetricUnavailableError, not after training
+        lpips_distance(x0[:2], x0[:2])
     print(f"machine: {describe('cpu')}; {n} held-out patches ({PhotoPatches('test').describe()})")
     rows = []
     for task in TASKS:
@@ -99,6 +105,7 @@ def main() -> None:
         results = evaluate_task(op, sup.ema, prior, x0, args.nfe)
         for (method, nfe), (x, sec) in results.items():
             p, s = psnr_ssim(x, x0)
+            rows_extra = {"lpips": round(lpips_distance(x, x0), 4)} if args.lpips else {}
             rows.append(
                 {
                     "task": task,
@@ -107,6 +114,7 @@ def main() -> None:
                     "psnr": round(p, 3),
                     "ssim": round(s, 4),
                     "seconds": round(sec, 5),
+                    **rows_extra,
                 }
             )
             print(
@@ -116,7 +124,8 @@ def main() -> None:
             )
         print(f"{task:>8} supervised model: {cfg.steps} steps in {sup.seconds:.0f} s")
     with (OUT / "restoration.csv").open("w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=["task", "method", "nfe", "psnr", "ssim", "seconds"])
+        fields = ["task", "method", "nfe", "psnr", "ssim", "seconds"] + (["lpips"] * args.lpips)
+        w = csv.DictWriter(f, fieldnames=fields)
         w.writeheader()
         w.writerows(rows)
     print(f"wrote {OUT / 'restoration.csv'}")

@@ -13,6 +13,11 @@ includes the reference-vs-reference RFD (two halves of the reference set) as a f
 
 **FID** (``fid=True``): through ``torch-fidelity`` (``pip install torch-fidelity``); it downloads
 the Inception weights on first use, and where that is impossible a clear error says so.
+
+**LPIPS** (:func:`lpips_distance`): through the ``lpips`` package (``pip install lpips``), whose
+backbone (AlexNet or VGG) comes from torchvision's pretrained weights — fetched on first use;
+where they cannot be, :class:`MetricUnavailableError` says so. PSNR and SSIM
+(:func:`psnr_ssim`, scikit-image) need nothing.
 """
 
 from __future__ import annotations
@@ -115,6 +120,32 @@ def fid(generated: Tensor, reference: Tensor) -> float:
             f"FID could not run here (Inception weights unavailable?): {err}"
         ) from err
     return float(m["frechet_inception_distance"])
+
+
+def lpips_distance(x: Tensor, y: Tensor, net: str = "alex") -> float:
+    """Mean LPIPS (Zhang et al. 2018) between two image batches ``(B, 3, H, W)`` in [−1, 1].
+
+    Raises :class:`MetricUnavailableError` when the ``lpips`` package is missing or its
+    backbone weights cannot be fetched (no internet and not cached).
+    """
+    if x.shape != y.shape or x.dim() != 4 or x.shape[1] != 3:
+        raise ValueError(
+            f"LPIPS needs two RGB batches of one shape (B, 3, H, W); got {tuple(x.shape)} "
+            f"and {tuple(y.shape)}"
+        )
+    try:
+        import lpips
+    except ImportError as err:
+        raise MetricUnavailableError("LPIPS needs the lpips package: pip install lpips") from err
+    try:
+        metric = lpips.LPIPS(net=net, verbose=False)
+    except Exception as err:  # the pretrained backbone is downloaded on first use
+        raise MetricUnavailableError(
+            f"LPIPS could not load its {net} backbone weights (no internet and not cached?): {err}"
+        ) from err
+    with torch.no_grad():
+        d = metric(x.float().cpu().clamp(-1, 1), y.float().cpu().clamp(-1, 1))
+    return float(d.mean())
 
 
 @torch.no_grad()
