@@ -26,6 +26,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from .randomness import noise_like
+
 TASKS = ("sr2", "sr4", "deblur", "inpaint", "colorize", "edges")
 RESTORATION_TASKS = ("sr2", "sr4", "deblur", "inpaint")
 
@@ -107,11 +109,7 @@ class Degradation:
         from ``noise`` if given, else drawn with ``generator``)."""
         y = self.clean(x)
         if self.task == "inpaint":
-            z = (
-                noise
-                if noise is not None
-                else torch.randn(x.shape, generator=generator, dtype=x.dtype)
-            )
+            z = noise if noise is not None else noise_like(x, generator)
             y = y + (1 - self.mask(x)) * z.to(x)
         return y
 

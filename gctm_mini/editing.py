@@ -23,6 +23,7 @@ import torch
 from torch import Tensor
 
 from .parameterization import FlowMapModel
+from .randomness import noise_like
 from .solvers import integrate
 
 
@@ -37,7 +38,7 @@ def sdedit(
     """Edit ``guide: (B, C, H, W)`` by noising to time ``t`` and jumping back in ``nfe`` jumps."""
     if not 0.0 < t <= 1.0:
         raise ValueError(f"t must lie in (0, 1]; got {t}")
-    z = torch.randn(guide.shape, generator=generator, dtype=guide.dtype).to(guide.device)
+    z = noise_like(guide, generator)
     x = (1 - t) * guide + t * z
     times = torch.linspace(t, 0.0, nfe + 1)
     for k in range(nfe):

@@ -26,6 +26,12 @@ def step_seed(seed: int, step: int) -> int:
     return (z ^ (z >> 31)) & 0x7FFFFFFFFFFFFFFF
 
 
+def noise_like(x: Tensor, generator: torch.Generator | None = None) -> Tensor:
+    """Standard normal noise of ``x``'s shape, dtype and device, drawn with ``generator``
+    (a CPU generator, so a seeded result is the same on every device)."""
+    return torch.randn(x.shape, generator=generator, dtype=x.dtype).to(x.device)
+
+
 class Draws:
     """Random numbers for one step, generated for ``total`` samples and sliced at ``offset``.
 

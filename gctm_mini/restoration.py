@@ -33,6 +33,7 @@ from torch import Tensor
 
 from .degradations import Degradation
 from .parameterization import FlowMapModel
+from .randomness import noise_like
 from .timegrid import uniform_grid
 
 
@@ -60,7 +61,7 @@ def restore_supervised(
 
     x1 = y_input
     if eps > 0:
-        x1 = x1 + eps * torch.randn(x1.shape, generator=generator, dtype=x1.dtype).to(x1.device)
+        x1 = x1 + eps * noise_like(x1, generator)
     x0_hat = sample_multistep(model, x1, nfe)
     if consistency is None:
         return x0_hat
@@ -88,7 +89,7 @@ def zero_shot_restore(
             iterations after the last jump.
     """
     times = uniform_grid(nfe, dtype=y.dtype).to(y.device)
-    x = torch.randn(y.shape, generator=generator, dtype=y.dtype).to(y.device)
+    x = noise_like(y, generator)
     x0_hat = x
     for i in range(nfe):
         t, tn = float(times[i]), float(times[i + 1])
@@ -97,7 +98,7 @@ def zero_shot_restore(
             break
         eps_hat = (x - (1 - t) * x0_hat) / t
         if eta > 0:
-            z = torch.randn(y.shape, generator=generator, dtype=y.dtype).to(y.device)
+            z = noise_like(y, generator)
             eps_hat = (1 - eta**2) ** 0.5 * eps_hat + eta * z
         x = (1 - tn) * op.project(x0_hat, y) + tn * eps_hat
     return op.project(x0_hat, y, iters=final_iters)
@@ -117,7 +118,7 @@ def dps_ode(
     Each step costs one network evaluation plus its backward pass.
     """
     times = uniform_grid(nfe, dtype=y.dtype).to(y.device)
-    x = torch.randn(y.shape, generator=generator, dtype=y.dtype).to(y.device)
+    x = noise_like(y, generator)
     for i in range(nfe):
         t, tn = float(times[i]), float(times[i + 1])
         x = x.detach().requires_grad_(True)

@@ -33,6 +33,7 @@ import torch
 from torch import Tensor
 
 from .parameterization import FlowMapModel
+from .randomness import noise_like
 from .solvers import integrate, steps_for_nfe
 from .timegrid import edm_times, uniform_grid
 from .validation import check_batch, check_choice
@@ -116,7 +117,7 @@ def gamma_sampling(
         sig_s = (1 - gamma**2) ** 0.5 * sig_n
         s = sig_s / (1 + sig_s)
         x = model.G(x, t, s)
-        z = torch.randn(x.shape, generator=generator, dtype=x.dtype).to(x.device)
+        z = noise_like(x, generator)
         x = (1 - tn) * (x / (1 - s) + gamma * sig_n * z)
     return x
 
@@ -143,7 +144,7 @@ def bcm_invert(
     times = _times(times, x0)
     if bool((times[1:] <= times[:-1]).any()):
         raise ValueError("inversion times must be strictly ascending")
-    z = torch.randn(x0.shape, generator=generator, dtype=x0.dtype).to(x0.device)
+    z = noise_like(x0, generator)
     t0 = float(times[0])
     x = (1 - t0) * x0 + t0 * z
     for k in range(times.shape[0] - 1):
@@ -190,7 +191,7 @@ def bcm_zigzag(
     for tk in times:
         if not t_start < tk < 1:
             raise ValueError(f"zigzag times must lie in (t_start, 1); got {tk}")
-        z = torch.randn(x.shape, generator=generator, dtype=x.dtype).to(x.device)
+        z = noise_like(x, generator)
         x = (1 - t_start) * x + t_start * z
         x = model.G(model.G(x, t_start, tk), tk, 0.0)
     return x
