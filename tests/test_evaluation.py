@@ -17,6 +17,17 @@ def images():
     ) * 2 - 1
 
 
+def offline_module(name: str, attr: str) -> types.ModuleType:
+    """A stand-in package whose ``attr`` fails as a download without internet would."""
+    fake = types.ModuleType(name)
+
+    def offline(**kwargs):
+        raise OSError("could not download the pretrained weights")
+
+    setattr(fake, attr, offline)
+    return fake
+
+
 def test_fid_without_torch_fidelity_says_how_to_get_it(monkeypatch, images):
     monkeypatch.setitem(sys.modules, "torch_fidelity", None)  # import fails
     with pytest.raises(MetricUnavailableError, match="pip install torch-fidelity"):
@@ -24,13 +35,9 @@ def test_fid_without_torch_fidelity_says_how_to_get_it(monkeypatch, images):
 
 
 def test_fid_without_inception_weights_is_a_clear_error(monkeypatch, images):
-    fake = types.ModuleType("torch_fidelity")
-
-    def offline(**kwargs):
-        raise OSError("could not download pt_inception-2015-12-05")
-
-    fake.calculate_metrics = offline
-    monkeypatch.setitem(sys.modules, "torch_fidelity", fake)
+    monkeypatch.setitem(
+        sys.modules, "torch_fidelity", offline_module("torch_fidelity", "calculate_metrics")
+    )
     with pytest.raises(MetricUnavailableError, match="Inception weights unavailable"):
         fid(*images)
 
@@ -39,13 +46,7 @@ def test_lpips_without_the_package_or_weights_is_a_clear_error(monkeypatch, imag
     monkeypatch.setitem(sys.modules, "lpips", None)
     with pytest.raises(MetricUnavailableError, match="pip install lpips"):
         lpips_distance(*images)
-    fake = types.ModuleType("lpips")
-
-    def offline(**kwargs):
-        raise OSError("no internet")
-
-    fake.LPIPS = offline
-    monkeypatch.setitem(sys.modules, "lpips", fake)
+    monkeypatch.setitem(sys.modules, "lpips", offline_module("lpips", "LPIPS"))
     with pytest.raises(MetricUnavailableError, match="backbone weights"):
         lpips_distance(*images)
 

@@ -285,24 +285,11 @@ def test_two_gloo_processes_match_one_process_at_the_same_global_batch(tmp_path)
 
 
 def test_gradient_accumulation_and_channels_last_match_the_plain_step():
-    base = make_config("patches_cpu", MICRO + ["steps=3", "ckpt_every=3", "coupling=ot"])
-    plain = train_images(base, None, progress=False, device="cpu")
-    accum = train_images(
-        make_config(
-            "patches_cpu", MICRO + ["steps=3", "ckpt_every=3", "coupling=ot", "grad_accum=2"]
-        ),
-        None,
-        progress=False,
-        device="cpu",
-    )
-    cl = train_images(
-        make_config(
-            "patches_cpu", MICRO + ["steps=3", "ckpt_every=3", "coupling=ot", "channels_last=true"]
-        ),
-        None,
-        progress=False,
-        device="cpu",
-    )
+    def run(*extra):
+        cfg = make_config("patches_cpu", MICRO + ["steps=3", "ckpt_every=3", "coupling=ot", *extra])
+        return train_images(cfg, None, progress=False, device="cpu")
+
+    plain, accum, cl = run(), run("grad_accum=2"), run("channels_last=true")
     for other in (accum, cl):
         np.testing.assert_allclose(
             [r["loss"] for r in other.history], [r["loss"] for r in plain.history], rtol=1e-4
