@@ -56,19 +56,14 @@ def evaluate_task(op: Degradation, sup, prior, x0: torch.Tensor, nfe: int) -> di
             ("supervised_gctm_dc", 1): timed(
                 lambda: restore_supervised(sup, y_in, 1, consistency=op), n
             ),
-            ("zeroshot_gctm", 1): timed(
-                lambda: zero_shot_restore(
-                    prior, y, op, nfe=1, generator=torch.Generator().manual_seed(2)
-                ),
-                n,
-            ),
-            ("zeroshot_gctm", nfe): timed(
-                lambda: zero_shot_restore(
-                    prior, y, op, nfe=nfe, generator=torch.Generator().manual_seed(2)
-                ),
-                n,
-            ),
         }
+        for k in sorted({1, nfe}):
+            out[("zeroshot_gctm", k)] = timed(
+                lambda k=k: zero_shot_restore(
+                    prior, y, op, nfe=k, generator=torch.Generator().manual_seed(2)
+                ),
+                n,
+            )
     out[("dps", nfe)] = timed(
         lambda: dps_ode(prior, y, op, nfe=nfe, generator=torch.Generator().manual_seed(2)), n
     )
