@@ -8,7 +8,9 @@ the hole at 0, mid-grey); the
 regression baseline (the supervised model's conditional mean g(H(x), 1, 1)); supervised GCTM,
 one jump, alone and followed by the same projection (``supervised_gctm_dc``); zero-shot GCTM
 with the shipped unconditional patch model (``gctm_patches``) at 1 and K jumps; the DPS-style
-baseline on the same model's velocity at K NFE. PSNR/SSIM (scikit-image) on ``n`` held-out test patches and wall
+baseline on the same model's velocity at K NFE. Zero-shot GCTM and DPS start their trajectory
+at a time t₀ chosen per task, method and NFE on ``--n-val`` *training* patches
+(``choose_start_time``; printed), never on the test photo. PSNR/SSIM (scikit-image) on ``n`` held-out test patches and wall
 time per image, all measured in one run on this machine (``--lpips``: also LPIPS, where its
 weights can be fetched). The supervised models are trained
 here with the ``{task}_cpu`` configs (``--steps`` overrides their length).
@@ -19,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import functools
 import time
 from pathlib import Path
 
@@ -28,7 +31,12 @@ from gctm_mini.assets import load_shipped
 from gctm_mini.degradations import Degradation
 from gctm_mini.evaluation import lpips_distance, psnr_ssim
 from gctm_mini.images import PhotoPatches
-from gctm_mini.restoration import dps_ode, restore_supervised, zero_shot_restore
+from gctm_mini.restoration import (
+    choose_start_time,
+    dps_ode,
+    restore_supervised,
+    zero_shot_restore,
+)
 from gctm_mini.runtime import describe
 from gctm_mini.train_images import make_config, train_images
 
@@ -42,31 +50,53 @@ def timed(fn, n: int):
     return out, (time.perf_counter() - t0) / n
 
 
-def evaluate_task(op: Degradation, sup, prior, x0: torch.Tensor, nfe: int) -> dict:
+def zero_shot_methods(prior, op: Degradation, nfe: int) -> dict:
+    """``{(method, nfe): restore(y, t_start)}`` for the zero-shot methods at budgets 1 and K."""
+
+    def gctm(k):
+        return lambda y, t0: zero_shot_restore(
+            prior, y, op, nfe=k, t_start=t0, generator=torch.Generator().manual_seed(2)
+        )
+
+    def dps(y, t0):
+        return dps_ode(
+            prior, y, op, nfe=nfe, t_start=t0, generator=torch.Generator().manual_seed(2)
+        )
+
+    return {**{("zeroshot_gctm", k): gctm(k) for k in sorted({1, nfe})}, ("dps", nfe): dps}
+
+
+def choose_start_times(methods: dict, op: Degradation, x_val: torch.Tensor) -> dict:
+    """t₀ for each zero-shot method, chosen on validation patches."""
+    y_val = op.clean(x_val)
+    chosen = {}
+    for key, restore in methods.items():
+        t0, scores = choose_start_time(functools.partial(restore, y_val), x_val)
+        chosen[key] = t0
+        table = "  ".join(f"{t:g}: {p:.2f}" for t, p in scores.items())
+        print(f"{op.task:>8} {key[0]:>16} NFE {key[1]:>2}: t0 = {t0:g}   (validation {table})")
+    return chosen
+
+
+def evaluate_task(op: Degradation, sup, prior, x0: torch.Tensor, x_val: torch.Tensor, nfe: int):
     """``{(method, nfe): (restored, seconds per image)}`` for one degradation."""
     n = len(x0)
     y_in = op(x0, generator=torch.Generator().manual_seed(1))
     y = op.clean(x0)
+    zero_shot = zero_shot_methods(prior, op, nfe)
+    t_start = choose_start_times(zero_shot, op, x_val)
     with torch.no_grad():
         out = {
             ("degraded", 0): (y_in, 0.0),
-            ("projection", 0): timed(lambda: op.project(y, y, iters=50) if op.linear else y, n),
+            ("projection", 0): timed(lambda: op.back_project(y), n),
             ("regression", 1): timed(lambda: sup.g(y_in, 1.0, 1.0), n),
             ("supervised_gctm", 1): timed(lambda: restore_supervised(sup, y_in, 1), n),
             ("supervised_gctm_dc", 1): timed(
                 lambda: restore_supervised(sup, y_in, 1, consistency=op), n
             ),
         }
-        for k in sorted({1, nfe}):
-            out[("zeroshot_gctm", k)] = timed(
-                lambda k=k: zero_shot_restore(
-                    prior, y, op, nfe=k, generator=torch.Generator().manual_seed(2)
-                ),
-                n,
-            )
-    out[("dps", nfe)] = timed(
-        lambda: dps_ode(prior, y, op, nfe=nfe, generator=torch.Generator().manual_seed(2)), n
-    )
+    for key, restore in zero_shot.items():
+        out[key] = timed(lambda restore=restore, key=key: restore(y, t_start[key]), n)
     return out
 
 
@@ -76,6 +106,7 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=None, help="supervised training steps per task")
     ap.add_argument("--nfe", type=int, default=8, help="zero-shot / DPS budget")
     ap.add_argument("--n", type=int, default=256, help="test patches")
+    ap.add_argument("--n-val", type=int, default=64, help="training patches to choose t0 on")
     ap.add_argument(
         "--lpips", action="store_true", help="add an lpips column (needs: pip install lpips)"
     )
@@ -85,6 +116,9 @@ def main() -> None:
     steps = 4 if args.quick else args.steps
     x0 = PhotoPatches("test").images
     x0 = x0[torch.randperm(len(x0), generator=torch.Generator().manual_seed(0))[:n]]
+    x_val = PhotoPatches("train").images
+    x_val = x_val[torch.randperm(len(x_val), generator=torch.Generator().manual_seed(3))]
+    x_val = x_val[: 8 if args.quick else args.n_val]
     prior = load_shipped("gctm_patches")
     if args.lpips:  # fail now, with a clear MetricUnavailableError, not after training
         lpips_distance(x0[:2], x0[:2])
@@ -97,7 +131,7 @@ def main() -> None:
             overrides += ["model_channels=16", "batch_size=8"]
         cfg = make_config(f"{task}_cpu", overrides)
         sup = train_images(cfg, None, progress=False, device="cpu")
-        results = evaluate_task(op, sup.ema, prior, x0, args.nfe)
+        results = evaluate_task(op, sup.ema, prior, x0, x_val, args.nfe)
         for (method, nfe), (x, sec) in results.items():
             p, s = psnr_ssim(x, x0)
             rows_extra = {"lpips": round(lpips_distance(x, x0), 4)} if args.lpips else {}

@@ -136,3 +136,9 @@ class Degradation:
         for _ in range(iters):
             x_hat = x_hat + step * self.adjoint(y - self.clean(x_hat))
         return x_hat
+
+    def back_project(self, y: Tensor, iters: int = 50) -> Tensor:
+        """The measurement-consistent estimate without any network: ``iters`` Landweber steps
+        from ``y`` itself (iterative back-projection); for inpainting ``y`` as it is (the
+        observed pixels, hole at 0 = mid-grey)."""
+        return self.project(y, y, iters=iters) if self.linear else y

@@ -6,7 +6,8 @@ etc.) and restore in one jump, :math:`\hat x_0 = G_\theta(y, 1, 0)` (:func:`rest
 
 **Zero-shot GCTM** (:func:`zero_shot_restore`). The exact algorithm of the GCTM paper (its
 Alg. 4) is not public; this is the form used here. With an unconditional model, a
-measurement :math:`y = H(X_0)` and times :math:`1 = t_0 > t_1 > \dots > t_K = 0` (NFE = K):
+measurement :math:`y = H(X_0)` and times :math:`t_\text{start} = t_0 > t_1 > \dots > t_K = 0`
+(uniform; NFE = K):
 
 .. math::
     \hat x_0 &= G_\theta(x_{t_i}, t_i, 0) &&\text{(one-jump estimate, 1 NFE)}\\
@@ -17,16 +18,26 @@ measurement :math:`y = H(X_0)` and times :math:`1 = t_0 > t_1 > \dots > t_K = 0`
 and the answer is :math:`\Pi_y(\hat x_0)` after the last jump. :math:`\Pi_y` copies the observed
 pixels for inpainting and takes Landweber steps :math:`x \leftarrow x + H^\top(y - Hx)` for the
 linear operators (SR, deblur); the last step iterates it to convergence on the
-measurement. The start :math:`x_{t_0}` is pure source noise. η = 0 keeps the source of the
-trajectory (deterministic); η > 0 injects fresh noise.
+measurement. η = 0 keeps the source of the trajectory (deterministic); η > 0 injects fresh
+noise.
 
-**DPS-style baseline** (:func:`dps_ode`, same NFE): Euler steps of the learned velocity with
+*Where the trajectory starts.* With :math:`t_\text{start} = 1` the start is pure source noise
+(the model must invent everything; right when H hides whole regions, as in inpainting). With
+:math:`t_\text{start} < 1` it is the interpolant of the network-free estimate,
+:math:`x_{t_0} = (1 - t_0)\,\Pi_y^\infty(y) + t_0 z` (back-projection; "come closer, diffuse
+faster", Chung et al. 2022): when H keeps most of the image, only a short stretch of the
+trajectory is left to travel, and :math:`t_0` should match the error of that estimate.
+:func:`choose_start_time` picks :math:`t_0` on validation images (never on the test set).
+
+**DPS-style baseline** (:func:`dps_ode`, same NFE and the same start): Euler steps of the learned velocity with
 the diffusion-posterior-sampling correction
 :math:`x \leftarrow x + h\,v_\theta(x, t) - \zeta\,\nabla_x\|y - H(\hat x_0(x))\|` where
 :math:`\hat x_0(x) = x - t\,v_\theta(x, t)`, as in Chung et al. (2023) for this interpolant.
 """
 
 from __future__ import annotations
+
+from collections.abc import Callable, Sequence
 
 import torch
 from torch import Tensor
@@ -35,6 +46,9 @@ from .degradations import Degradation
 from .parameterization import FlowMapModel
 from .randomness import noise_like
 from .timegrid import uniform_grid
+
+START_TIMES = (0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0)
+"""Candidate start times t₀ for :func:`choose_start_time`."""
 
 
 @torch.no_grad()
@@ -69,6 +83,20 @@ def restore_supervised(
     return consistency.project(x0_hat, y, iters=iters)
 
 
+def trajectory_start(
+    op: Degradation, y: Tensor, t_start: float, generator: torch.Generator | None = None
+) -> Tensor:
+    r""":math:`x_{t_0}` for zero-shot restoration: pure source noise at ``t_start = 1``, else
+    :math:`(1 - t_0)\,\Pi^\infty_y(y) + t_0 z` with the back-projected measurement
+    (:meth:`~gctm_mini.degradations.Degradation.back_project`)."""
+    if not 0.0 < t_start <= 1.0:
+        raise ValueError(f"t_start must be in (0, 1]; got {t_start}")
+    z = noise_like(y, generator)
+    if t_start == 1.0:
+        return z
+    return (1 - t_start) * op.back_project(y) + t_start * z
+
+
 @torch.no_grad()
 def zero_shot_restore(
     model: FlowMapModel,
@@ -78,6 +106,7 @@ def zero_shot_restore(
     eta: float = 0.0,
     final_iters: int = 50,
     generator: torch.Generator | None = None,
+    t_start: float = 1.0,
 ) -> Tensor:
     """Zero-shot restoration with an unconditional flow-map model (module docstring).
 
@@ -86,10 +115,11 @@ def zero_shot_restore(
         y: the measurement ``H(x0)`` (for inpainting: the masked image), ``(B, C, H, W)``.
         op: the degradation (:class:`~gctm_mini.degradations.Degradation`).
         nfe: number of jumps K; ``eta``: fresh-noise fraction; ``final_iters``: projection
-            iterations after the last jump.
+            iterations after the last jump; ``t_start``: where the trajectory starts
+            (:func:`trajectory_start`).
     """
-    times = uniform_grid(nfe, dtype=y.dtype).to(y.device)
-    x = noise_like(y, generator)
+    times = uniform_grid(nfe, t_start, dtype=y.dtype).to(y.device)
+    x = trajectory_start(op, y, t_start, generator)
     x0_hat = x
     for i in range(nfe):
         t, tn = float(times[i]), float(times[i + 1])
@@ -111,14 +141,16 @@ def dps_ode(
     nfe: int = 4,
     zeta: float = 1.0,
     generator: torch.Generator | None = None,
+    t_start: float = 1.0,
 ) -> Tensor:
-    """DPS-style baseline: Euler on the learned velocity with a measurement-gradient step.
+    r"""DPS-style baseline: Euler on the learned velocity with a measurement-gradient step.
 
-    ``zeta`` scales the normalized gradient of :math:`\\|y - H(\\hat x_0(x))\\|` (per image).
-    Each step costs one network evaluation plus its backward pass.
+    ``zeta`` scales the gradient of :math:`\|y - H(\hat x_0(x))\|` (per image). Each step
+    costs one network evaluation plus its backward pass. ``t_start`` as in
+    :func:`zero_shot_restore`.
     """
-    times = uniform_grid(nfe, dtype=y.dtype).to(y.device)
-    x = noise_like(y, generator)
+    times = uniform_grid(nfe, t_start, dtype=y.dtype).to(y.device)
+    x = trajectory_start(op, y, t_start, generator)
     for i in range(nfe):
         t, tn = float(times[i]), float(times[i + 1])
         x = x.detach().requires_grad_(True)
@@ -130,6 +162,24 @@ def dps_ode(
         with torch.no_grad():
             x = x + (tn - t) * v - zeta * grad
     return x.detach()
+
+
+def choose_start_time(
+    restore: Callable[[float], Tensor],
+    target: Tensor,
+    candidates: Sequence[float] = START_TIMES,
+) -> tuple[float, dict[float, float]]:
+    """The start time with the best PSNR on **validation** images, and every candidate's PSNR.
+
+    ``restore(t_start)`` restores the validation measurements, ``target`` is their truth
+    (e.g. ``lambda t0: zero_shot_restore(model, y_val, op, nfe=1, t_start=t0)``).
+    """
+    from .evaluation import psnr_ssim
+
+    if not candidates:
+        raise ValueError("need at least one candidate start time")
+    scores = {float(t0): psnr_ssim(restore(float(t0)), target)[0] for t0 in candidates}
+    return max(scores, key=scores.get), scores
 
 
 def restoration_table(

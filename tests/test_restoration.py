@@ -10,7 +10,14 @@ from gctm_mini.evaluation import psnr_ssim
 from gctm_mini.images import PhotoPatches
 from gctm_mini.models import build_model
 from gctm_mini.parameterization import CouplingMoments
-from gctm_mini.restoration import dps_ode, restore_supervised, zero_shot_restore
+from gctm_mini.randomness import noise_like
+from gctm_mini.restoration import (
+    choose_start_time,
+    dps_ode,
+    restore_supervised,
+    trajectory_start,
+    zero_shot_restore,
+)
 
 
 @pytest.fixture(scope="module")
@@ -67,6 +74,57 @@ def test_back_projection_moves_towards_the_measurement_and_beats_the_degraded_in
     x = op.project(y, y, iters=50)
     assert (op.clean(x) - y).norm() < 0.5 * (op.clean(y) - y).norm()
     assert psnr_ssim(x, patches)[0] > psnr_ssim(y, patches)[0]
+
+
+def test_back_project_is_landweber_from_the_measurement_and_identity_for_inpainting(patches):
+    for task in ("sr2", "deblur"):
+        op = Degradation(task)
+        y = op.clean(patches)
+        assert torch.equal(op.back_project(y, iters=7), op.project(y, y, iters=7))
+    y = Degradation("inpaint").clean(patches)
+    assert torch.equal(Degradation("inpaint").back_project(y), y)
+
+
+def test_trajectory_start_is_noise_at_one_and_the_interpolant_of_back_projection_below(patches):
+    op = Degradation("sr2")
+    y = op.clean(patches)
+    z = noise_like(y, torch.Generator().manual_seed(5))
+    x1 = trajectory_start(op, y, 1.0, torch.Generator().manual_seed(5))
+    assert torch.equal(x1, z)
+    x = trajectory_start(op, y, 0.2, torch.Generator().manual_seed(5))
+    assert torch.allclose(x, 0.8 * op.back_project(y) + 0.2 * z, atol=1e-6)
+    for bad in (0.0, -0.1, 1.5):
+        with pytest.raises(ValueError, match="t_start"):
+            trajectory_start(op, y, bad)
+
+
+@pytest.mark.parametrize("task", ["sr2", "deblur", "inpaint"])
+def test_zero_shot_from_a_late_start_tends_to_back_projection(task, patches):
+    """G(x, t, 0) → x as t → 0: from t₀ ≈ 0 one jump leaves the back-projected measurement,
+    which the final projection then refines as it would without a network."""
+    x0 = F.interpolate(patches[:4], size=(16, 16), mode="bilinear", align_corners=False)
+    op = Degradation(task)
+    y = op.clean(x0)
+    model = tiny_image_model()
+    bp = op.project(op.back_project(y), y, iters=50)
+    gen = torch.Generator().manual_seed(0)
+    near = zero_shot_restore(model, y, op, nfe=1, t_start=1e-4, generator=gen)
+    far = zero_shot_restore(model, y, op, nfe=1, t_start=0.5, generator=gen)
+    assert (near - bp).norm() < 0.01 * (far - bp).norm()
+    assert torch.isfinite(dps_ode(model, y, op, nfe=2, t_start=0.05)).all()
+
+
+def test_choose_start_time_picks_the_best_validation_psnr(patches):
+    noise = noise_like(patches, torch.Generator().manual_seed(0))
+
+    def restore(t0):  # error grows with the distance from t0 = 0.02
+        return patches + (abs(t0 - 0.02) + 1e-3) * noise
+
+    t0, scores = choose_start_time(restore, patches, candidates=(0.005, 0.02, 0.1, 1.0))
+    assert t0 == 0.02 and set(scores) == {0.005, 0.02, 0.1, 1.0}
+    assert scores[0.02] == max(scores.values()) and scores[1.0] < scores[0.1]
+    with pytest.raises(ValueError, match="candidate"):
+        choose_start_time(restore, patches, candidates=())
 
 
 def test_inpainting_projection_is_exact(patches):
