@@ -4,6 +4,14 @@ GCTM plus the measurement), with a DPS-style baseline on the learned velocity OD
 **Supervised** (GCTM paper): train with the paired coupling X1 = H(X0) (``--config sr2_cpu``
 etc.) and restore in one jump, :math:`\hat x_0 = G_\theta(y, 1, 0)` (:func:`restore_supervised`).
 
+What that one jump aims at: with ε = 0 and a linear H, for t < 1 the interpolant
+:math:`x_t = ((1 - t)I + tH)X_0` determines :math:`X_0`, so the exact trajectory from
+:math:`x_1 = y` leaves along :math:`v(y, 1) = y - E[X_0 \mid X_1 = y]` and stays on the straight
+line to :math:`E[X_0 \mid X_1 = y]`. The exact one-jump map is the conditional mean — PSNR can
+at best match a regression — and the velocity for t < 1 is the ill-conditioned inverse
+:math:`(H - I)((1 - t)I + tH)^{-1}x_t`, hard to learn (consistent with the paper's remark that
+translation without the ε perturbation is unstable).
+
 **Zero-shot GCTM** (:func:`zero_shot_restore`). The exact algorithm of the GCTM paper (its
 Alg. 4) is not public; this is the form used here. With an unconditional model, a
 measurement :math:`y = H(X_0)` and times :math:`t_\text{start} = t_0 > t_1 > \dots > t_K = 0`
