@@ -14,7 +14,6 @@ Writes ``benchmarks/results/couplings.csv``, ``couplings_straightness.csv`` and
 from __future__ import annotations
 
 import argparse
-import csv
 from pathlib import Path
 
 import matplotlib
@@ -23,6 +22,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import torch  # noqa: E402
 
+from gctm_mini.checkpoint import write_csv
 from gctm_mini.data2d import make_dataset  # noqa: E402
 from gctm_mini.metrics import straightness  # noqa: E402
 from gctm_mini.plots import color_of  # noqa: E402
@@ -45,10 +45,7 @@ def main() -> None:
     print(f"machine: {describe('cpu')}")
 
     rows = coupling_costs(sizes, data, reg=0.05, repeat=5)
-    with (OUT / "couplings.csv").open("w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=["batch", "coupling", "seconds", "cost"])
-        w.writeheader()
-        w.writerows(rows)
+    write_csv(OUT / "couplings.csv", rows)
     print("batch | exact OT ms | Sinkhorn torch ms | Sinkhorn POT ms | cost indep / OT / Sinkhorn")
     for B in sizes:
         r = {x["coupling"]: x for x in rows if x["batch"] == B}
@@ -68,10 +65,7 @@ def main() -> None:
             {"coupling": coupling, "steps": steps, "train_seconds": res.seconds, "straightness": s}
         )
         print(f"{coupling:>11}: straightness {s:.4f}, trained {steps} steps in {res.seconds:.1f} s")
-    with (OUT / "couplings_straightness.csv").open("w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=list(srows[0]))
-        w.writeheader()
-        w.writerows(srows)
+    write_csv(OUT / "couplings_straightness.csv", srows)
 
     fig, axes = plt.subplots(1, 2, figsize=(9, 3.5))
     for name in ("ot", "sinkhorn", "sinkhorn_pot"):

@@ -14,12 +14,12 @@ Writes ``benchmarks/results/images.csv``.
 from __future__ import annotations
 
 import argparse
-import csv
 import time
 from pathlib import Path
 
 import torch
 
+from gctm_mini.checkpoint import write_csv
 from gctm_mini.methods import TrainingMethod
 from gctm_mini.models import build_model
 from gctm_mini.parameterization import CouplingMoments
@@ -112,10 +112,7 @@ def main() -> None:
             f"sampling {r['sample_batch']} images: NFE 1 {r['nfe1_s']} s vs Heun 35 NFE {r['heun35_s']} s "
             f"→ {r['speedup']}× faster"
         )
-    with (OUT / "images.csv").open("w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=list(rows[0]))
-        w.writeheader()
-        w.writerows(rows)
+    write_csv(OUT / "images.csv", rows)
     print(f"wrote {OUT / 'images.csv'}")
 
 

@@ -12,7 +12,6 @@ and 4096 fresh data points, mean of 3 seeds, with the data–data floor. Writes
 from __future__ import annotations
 
 import argparse
-import csv
 import time
 from pathlib import Path
 
@@ -21,6 +20,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
+from gctm_mini.checkpoint import write_csv
 from gctm_mini.data2d import make_dataset  # noqa: E402
 from gctm_mini.metrics import quality_by_nfe  # noqa: E402
 from gctm_mini.plots import plot_quality_vs_nfe  # noqa: E402
@@ -93,10 +93,7 @@ def main() -> None:
         ax.set_title(f"{name}: exact W2 vs NFE")
     fig.tight_layout()
     fig.savefig(OUT / "quality_vs_nfe.png", dpi=80)
-    with (OUT / "quality_vs_nfe.csv").open("w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=list(rows[0]))
-        w.writeheader()
-        w.writerows(rows)
+    write_csv(OUT / "quality_vs_nfe.csv", rows)
     print(f"wrote {OUT}/quality_vs_nfe.csv and .png")
 
 

@@ -20,7 +20,6 @@ Writes ``benchmarks/results/restoration.csv`` (task, method, nfe, psnr, ssim, se
 from __future__ import annotations
 
 import argparse
-import csv
 import functools
 import time
 from pathlib import Path
@@ -28,6 +27,7 @@ from pathlib import Path
 import torch
 
 from gctm_mini.assets import load_shipped
+from gctm_mini.checkpoint import write_csv
 from gctm_mini.degradations import Degradation
 from gctm_mini.evaluation import lpips_distance, psnr_ssim
 from gctm_mini.images import PhotoPatches
@@ -152,11 +152,7 @@ def main() -> None:
                 flush=True,
             )
         print(f"{task:>8} supervised model: {cfg.steps} steps in {sup.seconds:.0f} s")
-    with (OUT / "restoration.csv").open("w", newline="") as f:
-        fields = ["task", "method", "nfe", "psnr", "ssim", "seconds"] + (["lpips"] * args.lpips)
-        w = csv.DictWriter(f, fieldnames=fields)
-        w.writeheader()
-        w.writerows(rows)
+    write_csv(OUT / "restoration.csv", rows)
     print(f"wrote {OUT / 'restoration.csv'}")
 
 

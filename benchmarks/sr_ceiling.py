@@ -13,13 +13,13 @@ the measurement projection. Writes ``benchmarks/results/sr_ceiling.csv``.
 from __future__ import annotations
 
 import argparse
-import csv
 import time
 from pathlib import Path
 
 import torch
 from tqdm import tqdm
 
+from gctm_mini.checkpoint import write_csv
 from gctm_mini.degradations import Degradation
 from gctm_mini.ema import EMA
 from gctm_mini.evaluation import psnr_ssim
@@ -85,10 +85,7 @@ def main() -> None:
                 f"projection ({sec:.0f} s)"
             )
     OUT.mkdir(parents=True, exist_ok=True)
-    with (OUT / "sr_ceiling.csv").open("w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=list(rows[0]))
-        w.writeheader()
-        w.writerows(rows)
+    write_csv(OUT / "sr_ceiling.csv", rows)
     print(f"bicubic {bicubic:.2f} dB; wrote {OUT / 'sr_ceiling.csv'}")
 
 

@@ -5,10 +5,12 @@ the model spec, online and EMA weights, optimizer state, step, RNG states, the r
 and the training log. It is written to a temporary file in the same directory, flushed and
 fsynced, then renamed over the old one (``os.replace`` is atomic on POSIX and Windows), so a
 run killed at any moment leaves either the previous or the new checkpoint, never half of one.
+Tables (training logs, benchmark results) are written the same way (:func:`write_csv`).
 """
 
 from __future__ import annotations
 
+import csv
 import os
 import tempfile
 from pathlib import Path
@@ -90,3 +92,21 @@ def load_checkpoint(
     model.load_state_dict(data[which])
     model.train_config = data.get("config", {})
     return model.to(map_location).eval().requires_grad_(False)
+
+
+def write_csv(path: str | os.PathLike, rows: list[dict]) -> Path:
+    """Write ``rows`` as a CSV table at ``path``, atomically (temporary file, then rename).
+
+    The columns are the rows' keys in first-seen order (a key missing from a row is blank).
+    """
+    path = Path(path)
+    if not rows:
+        raise ValueError(f"no rows to write to {path}")
+    keys = list(dict.fromkeys(k for row in rows for k in row))
+    tmp = path.with_name(path.name + ".tmp")
+    with tmp.open("w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=keys)
+        w.writeheader()
+        w.writerows(rows)
+    tmp.replace(path)
+    return path

@@ -9,7 +9,6 @@ continues exactly where the saved one stopped.
 
 from __future__ import annotations
 
-import csv
 import json
 import math
 import sys
@@ -21,7 +20,7 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
-from .checkpoint import checkpoint_path, load_checkpoint, load_raw, save_checkpoint
+from .checkpoint import checkpoint_path, load_checkpoint, load_raw, save_checkpoint, write_csv
 from .couplings import COUPLINGS, PAIRINGS, couple, perturb_source
 from .data2d import DATASETS, as_sampler
 from .ema import EMA
@@ -289,12 +288,5 @@ def lr_factor(cfg: Toy2DConfig, step: int) -> float:
 
 def write_log(out: Path, history: list[dict]) -> None:
     """Rewrite ``out/log.csv`` from the history rows."""
-    if not history:
-        return
-    keys = list(dict.fromkeys(k for row in history for k in row))
-    tmp = out / "log.csv.tmp"
-    with tmp.open("w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=keys)
-        w.writeheader()
-        w.writerows(history)
-    tmp.replace(out / "log.csv")
+    if history:
+        write_csv(out / "log.csv", history)

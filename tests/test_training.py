@@ -235,3 +235,17 @@ def test_demo_runs_end_to_end_on_a_small_budget(tmp_path, capsys):
     assert set(res) >= {"fm_euler", "fm_heun", "gctm", "floor"} and res["floor"] > 0
     assert (tmp_path / "demo.png").stat().st_size > 10_000
     assert "GCTM (OT)" in capsys.readouterr().out
+
+
+def test_write_csv_keeps_first_seen_columns_leaves_gaps_blank_and_no_temporary(tmp_path):
+    import csv
+
+    from gctm_mini.checkpoint import write_csv
+
+    path = write_csv(tmp_path / "t.csv", [{"a": 1, "b": 2.5}, {"a": 3, "c": "x"}])
+    with path.open() as f:
+        rows = list(csv.reader(f))
+    assert rows == [["a", "b", "c"], ["1", "2.5", ""], ["3", "", "x"]]
+    assert [p.name for p in tmp_path.iterdir()] == ["t.csv"]
+    with pytest.raises(ValueError, match="no rows"):
+        write_csv(tmp_path / "empty.csv", [])
