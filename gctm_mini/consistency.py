@@ -113,6 +113,7 @@ def gctm_loss(
     fm_times: str = "lognormal",
     weighted: bool = True,
     solver: str = "heun",
+    fm_source_prob: float = 0.0,
     rng: Draws | None = None,
 ) -> tuple[Tensor, dict]:
     r"""GCTM: teacher-free trajectory consistency plus FM (ALGORITHMS.md §3–§4).
@@ -127,6 +128,8 @@ def gctm_loss(
 
     Args:
         grid: coarse grid ``(N + 1,)`` ascending from 0 to 1 (the curriculum's current N).
+        fm_source_prob: probability of an FM time exactly at the source, t = 1
+            (:func:`~gctm_mini.losses.sample_fm_times`).
         rng: the step's :class:`~gctm_mini.randomness.Draws` (default: torch's global RNG).
     """
     rng = rng or Draws()
@@ -144,7 +147,8 @@ def gctm_loss(
         student = model._G(xt, t, s)
     w = _gctm_weight(model, t, s, x0) if weighted else None
     l_cons = pseudo_huber(student - target, huber_c(x0), w).mean()
-    l_fm = fm_loss(model, x0, x1, sample_fm_times(B, fm_times, x0.device, rng))
+    t_fm = sample_fm_times(B, fm_times, x0.device, rng, fm_source_prob)
+    l_fm = fm_loss(model, x0, x1, t_fm)
     return lam * l_cons + l_fm, {"consistency": l_cons.item(), "fm": l_fm.item()}
 
 
@@ -234,6 +238,7 @@ def ctm_loss(
     grid: Tensor,
     *,
     fm_times: str = "lognormal",
+    fm_source_prob: float = 0.0,
     rng: Draws | None = None,
 ) -> tuple[Tensor, dict]:
     r"""CTM (Kim et al. 2024) without the GAN term: anytime-to-anytime jumps from a teacher.
@@ -265,7 +270,7 @@ def ctm_loss(
     with frozen(model), same_randomness(seed, dev):
         student0 = model._G(student_s, s, zero)
     l_cons = pseudo_huber(student0 - target0, huber_c(x0)).mean()
-    l_fm = fm_loss(model, x0, x1, sample_fm_times(B, fm_times, dev, rng))
+    l_fm = fm_loss(model, x0, x1, sample_fm_times(B, fm_times, dev, rng, fm_source_prob))
     return l_cons + l_fm, {"consistency": l_cons.item(), "fm": l_fm.item()}
 
 

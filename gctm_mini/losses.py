@@ -28,17 +28,31 @@ FM_TIME_SAMPLERS = ("lognormal", "uniform", "beta31")
 
 
 def sample_fm_times(
-    batch: int, kind: str = "lognormal", device=None, rng: Draws | None = None
+    batch: int,
+    kind: str = "lognormal",
+    device=None,
+    rng: Draws | None = None,
+    source_prob: float = 0.0,
 ) -> Tensor:
-    r"""Training times for the FM loss, ``(batch,)`` in (0, 1).
+    r"""Training times for the FM loss, ``(batch,)`` in (0, 1].
 
     - ``"lognormal"``: :math:`\log\sigma \sim \mathcal N(-1.2, 1.2^2)`, :math:`t = \sigma/(1+\sigma)` (EDM; generation);
     - ``"uniform"``: :math:`t \sim U(0, 1)`;
     - ``"beta31"``: :math:`t \sim \mathrm{Beta}(3, 1)` (image-to-image, mass near the source).
 
+    With ``source_prob`` = p each time is instead exactly t = 1 (the source end) with
+    probability p. A continuous law never draws t = 1, and for a *deterministic* paired
+    coupling (X1 = H(X0), ε = 0) the velocity there, :math:`v(y, 1) = y - E[X_0 \mid X_1 = y]`,
+    is not the limit of :math:`v(x, t)` as t → 1 (for t < 1, x_t determines X0), so only an
+    atom at t = 1 trains the start of every trajectory the model is later run from. (The
+    reference code draws FM times on the fine grid, whose top node t = 1 carries the
+    probability 1 − F(t_{M−1}).)
+
     ``rng`` (:class:`~gctm_mini.randomness.Draws`) supplies the randomness (default: torch's global RNG).
     """
     check_choice(kind, FM_TIME_SAMPLERS, "FM time sampler")
+    if not 0.0 <= source_prob <= 1.0:
+        raise ValueError(f"source_prob must lie in [0, 1]; got {source_prob}")
     rng = rng or Draws()
     if kind == "lognormal":
         sigma = torch.exp(-1.2 + 1.2 * rng.randn(batch))
@@ -47,7 +61,10 @@ def sample_fm_times(
         t = rng.rand(batch)
     else:
         t = rng.rand(batch) ** (1 / 3)  # inverse CDF of Beta(3, 1)
-    return t.clamp(1e-5, 1.0).to(device)
+    t = t.clamp(1e-5, 1.0)
+    if source_prob > 0:
+        t = torch.where(rng.rand(batch) < source_prob, torch.ones_like(t), t)
+    return t.to(device)
 
 
 def fm_loss(model: FlowMapModel, x0: Tensor, x1: Tensor, t: Tensor) -> Tensor:

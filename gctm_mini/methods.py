@@ -46,6 +46,7 @@ class MethodFields:
     method: str = "fm"
     steps: int = 0
     fm_times: str = "uniform"
+    fm_source_prob: float = 0.0
     lam: float = 1.0
     weighted: bool = True
     n_start: int = 4
@@ -55,6 +56,11 @@ class MethodFields:
     target_decay: float = 0.95
     sigma_max: float = 80.0
     grid_jitter: bool = True
+
+    def check_method_fields(self) -> None:
+        """Raise ``ValueError`` for a method knob outside its range."""
+        if not 0.0 <= self.fm_source_prob <= 1.0:
+            raise ValueError(f"fm_source_prob must lie in [0, 1]; got {self.fm_source_prob}")
 
 
 def double_every(cfg) -> int:
@@ -115,7 +121,7 @@ class TrainingMethod:
         cfg, m = self.cfg, self.cfg.method
         rng = rng or Draws()
         if m == "fm":
-            t = sample_fm_times(x0.shape[0], cfg.fm_times, x0.device, rng)
+            t = sample_fm_times(x0.shape[0], cfg.fm_times, x0.device, rng, cfg.fm_source_prob)
             loss = fm_loss(model, x0, x1, t)
             return loss, {"fm": loss.item()}
         grid = self.grid(step, rng).to(x0.device)
@@ -129,6 +135,7 @@ class TrainingMethod:
                 lam=cfg.lam,
                 fm_times=cfg.fm_times,
                 weighted=cfg.weighted,
+                fm_source_prob=cfg.fm_source_prob,
                 rng=rng,
             )
         if m == "ct":
@@ -137,7 +144,17 @@ class TrainingMethod:
             return bcm_loss(model, x0, x1, grid, cfg.sigma_max, rng=rng)
         if m == "cd":
             return cd_loss(model, self.target.model, self.teacher, x0, x1, grid, rng=rng)
-        return ctm_loss(model, ema, self.teacher, x0, x1, grid, fm_times=cfg.fm_times, rng=rng)
+        return ctm_loss(
+            model,
+            ema,
+            self.teacher,
+            x0,
+            x1,
+            grid,
+            fm_times=cfg.fm_times,
+            fm_source_prob=cfg.fm_source_prob,
+            rng=rng,
+        )
 
     def after_step(self, model: FlowMapModel) -> None:
         if self.target is not None:

@@ -12,6 +12,12 @@ at best match a regression — and the velocity for t < 1 is the ill-conditioned
 :math:`(H - I)((1 - t)I + tH)^{-1}x_t`, hard to learn (consistent with the paper's remark that
 translation without the ε perturbation is unstable).
 
+The same discontinuity means the start of every trajectory, :math:`v(y, 1) = y - E[X_0 \mid
+X_1 = y]`, is *not* the limit of the velocity as t → 1: a continuous FM time law such as
+Beta(3, 1) never trains it, and the one jump from y is then learned only by extrapolation in t.
+The SR and deblurring configs therefore put 10 % of the FM times exactly on t = 1
+(``fm_source_prob``, :func:`~gctm_mini.losses.sample_fm_times`).
+
 **Zero-shot GCTM** (:func:`zero_shot_restore`). The exact algorithm of the GCTM paper (its
 Alg. 4) is not public; this is the form used here. With an unconditional model, a
 measurement :math:`y = H(X_0)` and times :math:`t_\text{start} = t_0 > t_1 > \dots > t_K = 0`

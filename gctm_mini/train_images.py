@@ -91,6 +91,7 @@ class ImageConfig(MethodFields):
 
     def validate(self) -> ImageConfig:
         check_choice(self.method, METHODS, "method")
+        self.check_method_fields()
         check_choice(self.coupling, COUPLINGS, "coupling")
         check_choice(self.amp, AMP, "amp mode")
         check_choice(self.net, UNET_PRESETS, "network preset")
@@ -180,6 +181,11 @@ CONFIGS: dict[str, dict] = {
     # ε = 0.05 for translation). λ: here L = λ·E[pseudo-Huber norm] + E[‖·‖²]; the norm grows
     # like √d and the squared norm like d, so on 32×32 images λ = 10 balances the two terms as
     # λ = 1 does in 2D (measured: with λ = 1 short CPU runs learn the velocity but not the jumps).
+    # SR and deblurring (ε = 0 and a noiseless H: a deterministic coupling): 10 % of the FM
+    # times sit exactly on the source t = 1, where the velocity is y − E[X0 | y] and not its
+    # t → 1 limit (losses.sample_fm_times). Measured at 400 steps, one jump, 256 held-out
+    # patches, gain over the degraded input: SR×2 +0.22 → +0.45 dB, deblur +5.0 → +5.3 dB;
+    # inpainting (its hole is noise, so the coupling is not deterministic) 6.7 → 6.5 dB: off.
     **{
         f"{task}_cpu": dict(
             method="gctm",
@@ -197,6 +203,7 @@ CONFIGS: dict[str, dict] = {
             fm_times="beta31",
             lam=10.0,
             eps=0.0 if task in RESTORATION_TASKS else 0.05,
+            fm_source_prob=0.1 if task in ("sr2", "sr4", "deblur") else 0.0,
             ckpt_every=100,
             sample_every=0,
             log_every=10,

@@ -64,6 +64,7 @@ class Toy2DConfig(MethodFields):
     def validate(self) -> Toy2DConfig:
         """Check every field; fills in ``steps = 0`` with the method's default."""
         check_choice(self.method, METHODS, "method")
+        self.check_method_fields()
         if self.steps == 0:
             self.steps = DEFAULT_STEPS_2D[self.method]
         check_choice(self.data, DATASETS, "dataset")

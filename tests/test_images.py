@@ -158,6 +158,18 @@ def test_configs_and_overrides():
         make_config("patches_cpu", ["steps=many"])
 
 
+def test_source_atom_only_for_deterministic_restoration_couplings():
+    """SR and deblurring (ε = 0, noiseless H) train the velocity at t = 1; the others do not."""
+    for task in ("sr2", "sr4", "deblur"):
+        cfg = make_config(f"{task}_cpu")
+        assert cfg.eps == 0.0 and cfg.fm_source_prob > 0
+    for task in ("inpaint", "colorize", "edges"):
+        assert make_config(f"{task}_cpu").fm_source_prob == 0.0
+    assert make_config("patches_cpu").fm_source_prob == 0.0
+    with pytest.raises(ValueError, match="fm_source_prob"):
+        make_config("sr2_cpu", ["fm_source_prob=1.5"]).validate()
+
+
 @pytest.mark.slow
 def test_paper_config_builds_and_runs_two_steps_on_cpu(tmp_path):
     cfg = make_config(

@@ -78,6 +78,32 @@ def test_fm_time_samplers_stay_in_range():
         sample_fm_times(3, "cosine")
 
 
+def test_fm_times_source_atom():
+    """``source_prob`` puts that share of the times exactly on t = 1; without it none are."""
+    assert not (sample_fm_times(100_000, "beta31") == 1.0).any()
+    t = sample_fm_times(100_000, "beta31", source_prob=0.25)
+    assert float((t == 1.0).float().mean()) == pytest.approx(0.25, abs=0.01)
+    rest = t[t < 1.0]
+    assert float(rest.mean()) == pytest.approx(0.75, abs=0.01)  # the continuous part is unchanged
+    assert (sample_fm_times(50, "uniform", source_prob=1.0) == 1.0).all()
+    for bad in (-0.1, 1.5):
+        with pytest.raises(ValueError, match="source_prob"):
+            sample_fm_times(3, "beta31", source_prob=bad)
+
+
+def test_fm_loss_at_the_source_is_a_regression_from_the_source():
+    """At t = 1 (paired moments, no 0/0) the FM loss is the weighted squared error of
+    g(X1, 1, 1) against X0, i.e. it trains the conditional mean E[X0 | X1]."""
+    torch.manual_seed(0)
+    x0 = torch.randn(64, 2)
+    x1 = torch.stack([x0[:, 0], 0.3 * x0[:, 1] + 0.1 * torch.randn(64)], 1)  # a lossy H
+    model = random_model(CouplingMoments.estimate(x0, x1))
+    t = torch.ones(64)
+    c = model.coefficients(t, x0)
+    direct = ((model.g(x1, t, t) - x0) ** 2 / c["c_out"] ** 2).sum(1).mean()
+    assert fm_loss(model, x0, x1, t).item() == pytest.approx(direct.item(), rel=1e-4)
+
+
 @pytest.mark.parametrize(
     "x, t, s, match",
     [

@@ -249,3 +249,8 @@ def test_write_csv_keeps_first_seen_columns_leaves_gaps_blank_and_no_temporary(t
     assert [p.name for p in tmp_path.iterdir()] == ["t.csv"]
     with pytest.raises(ValueError, match="no rows"):
         write_csv(tmp_path / "empty.csv", [])
+
+
+def test_toy_config_rejects_a_source_atom_outside_0_1():
+    with pytest.raises(ValueError, match="fm_source_prob"):
+        Toy2DConfig(method="gctm", fm_source_prob=-0.1).validate()
