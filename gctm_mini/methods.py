@@ -32,6 +32,7 @@ from .losses import fm_loss, sample_fm_times
 from .parameterization import FlowMapModel
 from .randomness import Draws
 from .timegrid import curriculum_N, fine_grid
+from .validation import check_choice
 
 METHODS = ("fm", "cd", "ct", "ctm", "gctm", "bcm")
 NEEDS_TEACHER = ("cd", "ctm")
@@ -58,7 +59,8 @@ class MethodFields:
     grid_jitter: bool = True
 
     def check_method_fields(self) -> None:
-        """Raise ``ValueError`` for a method knob outside its range."""
+        """Raise ``ValueError`` for an unknown method or a method knob outside its range."""
+        check_choice(self.method, METHODS, "method")
         if not 0.0 <= self.fm_source_prob <= 1.0:
             raise ValueError(f"fm_source_prob must lie in [0, 1]; got {self.fm_source_prob}")
 

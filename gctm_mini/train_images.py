@@ -35,7 +35,7 @@ from .couplings import COUPLINGS, couple
 from .degradations import RESTORATION_TASKS, TASKS, Degradation
 from .ema import EMA
 from .images import ImageFolder, PairedFolder, PhotoPatches, cifar10, lfw_faces, stack_batch
-from .methods import METHODS, NEEDS_TEACHER, MethodFields, TrainingMethod
+from .methods import NEEDS_TEACHER, MethodFields, TrainingMethod
 from .models import build_model
 from .parameterization import CouplingMoments, FlowMapModel
 from .randomness import Draws
@@ -90,7 +90,6 @@ class ImageConfig(MethodFields):
     teacher: str = ""
 
     def validate(self) -> ImageConfig:
-        check_choice(self.method, METHODS, "method")
         self.check_method_fields()
         check_choice(self.coupling, COUPLINGS, "coupling")
         check_choice(self.amp, AMP, "amp mode")

@@ -25,7 +25,7 @@ from .couplings import COUPLINGS, PAIRINGS, couple, perturb_source
 from .data2d import DATASETS, as_sampler
 from .ema import EMA
 from .losses import FM_TIME_SAMPLERS
-from .methods import DEFAULT_STEPS_2D, METHODS, NEEDS_TEACHER, MethodFields, TrainingMethod
+from .methods import DEFAULT_STEPS_2D, NEEDS_TEACHER, MethodFields, TrainingMethod
 from .models import build_model, mlp_spec
 from .parameterization import CouplingMoments, FlowMapModel
 from .validation import check_choice
@@ -38,8 +38,8 @@ class Toy2DConfig(MethodFields):
     Method knobs come from :class:`~gctm_mini.methods.MethodFields`: ``method``, ``steps``
     (0 = the method's default, :data:`~gctm_mini.methods.DEFAULT_STEPS_2D`),
     ``fm_times`` (FM time sampler), ``fm_source_prob`` (share of FM times exactly at t = 1),
-    ``lam`` (λ of GCTM), ``weighted`` (GCTM's c_out(t)(1 − s/t) weight), ``n_start``/``n_cap``/``n_double_every`` (N curriculum;
-    0 = auto), ``cd_n`` (CD's fixed N), ``target_decay`` (CD's EMA target), ``sigma_max``.
+    ``lam`` (λ of GCTM), ``weighted`` (GCTM's c_out(t)(1 − s/t) weight),
+    ``n_start``/``n_cap``/``n_double_every`` (N curriculum; 0 = auto), ``cd_n`` (CD's fixed N), ``target_decay`` (CD's EMA target), ``sigma_max``.
     ``teacher`` is the FM run for cd/ctm (empty = train one first); ``source`` a second 2D
     data set to translate from (``"gaussian"`` = noise); ``eps`` the source perturbation.
     """
@@ -63,7 +63,6 @@ class Toy2DConfig(MethodFields):
 
     def validate(self) -> Toy2DConfig:
         """Check every field; fills in ``steps = 0`` with the method's default."""
-        check_choice(self.method, METHODS, "method")
         self.check_method_fields()
         if self.steps == 0:
             self.steps = DEFAULT_STEPS_2D[self.method]
