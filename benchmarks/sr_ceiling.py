@@ -7,7 +7,7 @@ E[X0 | H(X0)] (see ``gctm_mini.restoration``), so its PSNR can at best match the
 regression. This trains the ``sr2_cpu`` network and preconditioning on exactly that
 regression, ``E‖G_θ(H(x), 1, 0) − x‖²`` (batch 16, EMA 0.99, Adam), and reports the gain over
 bicubic on the benchmark's 256 held-out patches every ``--every`` steps, alone and followed by
-the measurement projection. Writes ``benchmarks/results/sr_ceiling.csv``.
+the measurement projection. Writes ``benchmarks/results/sr_ceiling.csv`` (or ``--out``).
 """
 
 from __future__ import annotations

@@ -39,7 +39,8 @@ class Toy2DConfig(MethodFields):
     (0 = the method's default, :data:`~gctm_mini.methods.DEFAULT_STEPS_2D`),
     ``fm_times`` (FM time sampler), ``fm_source_prob`` (share of FM times exactly at t = 1),
     ``lam`` (λ of GCTM), ``weighted`` (GCTM's c_out(t)(1 − s/t) weight),
-    ``n_start``/``n_cap``/``n_double_every`` (N curriculum; 0 = auto), ``cd_n`` (CD's fixed N), ``target_decay`` (CD's EMA target), ``sigma_max``.
+    ``n_start``/``n_cap``/``n_double_every`` (N curriculum; 0 = auto), ``cd_n`` (CD's fixed N),
+    ``target_decay`` (CD's EMA target), ``sigma_max``.
     ``teacher`` is the FM run for cd/ctm (empty = train one first); ``source`` a second 2D
     data set to translate from (``"gaussian"`` = noise); ``eps`` the source perturbation.
     """
