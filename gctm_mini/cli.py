@@ -19,6 +19,7 @@ from pathlib import Path
 
 import torch
 
+from ._optional import MissingExtraError
 from .checkpoint import CheckpointError, load_checkpoint
 from .data2d import make_dataset
 from .evaluation import MetricUnavailableError
@@ -282,7 +283,13 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(max(1, torch.get_num_threads()))
     try:
         return args.fn(args)
-    except (ValueError, FileNotFoundError, CheckpointError, MetricUnavailableError) as err:
+    except (
+        ValueError,
+        FileNotFoundError,
+        CheckpointError,
+        MetricUnavailableError,
+        MissingExtraError,
+    ) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
 

@@ -11,10 +11,10 @@ Random conv features are sensitive to colour, texture and blur, so RFD ranks mod
 on the same data, but its values are not comparable with published FIDs. Every report
 includes the reference-vs-reference RFD (two halves of the reference set) as a floor.
 
-**FID** (``fid=True``): through ``torch-fidelity`` (``pip install torch-fidelity``); it downloads
+**FID** (``fid=True``): through ``torch-fidelity`` (``pip install "gctm-mini[metrics]"``); it downloads
 the Inception weights on first use, and where that is impossible a clear error says so.
 
-**LPIPS** (:func:`lpips_distance`): through the ``lpips`` package (``pip install lpips``), whose
+**LPIPS** (:func:`lpips_distance`): through the ``lpips`` package (the ``metrics`` extra), whose
 backbone (AlexNet or VGG) comes from torchvision's pretrained weights — fetched on first use;
 where they cannot be, :class:`MetricUnavailableError` says so. PSNR and SSIM
 (:func:`psnr_ssim`, scikit-image) need nothing.
@@ -29,6 +29,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from ._optional import require
 from .checkpoint import checkpoint_path, load_checkpoint
 
 
@@ -90,12 +91,7 @@ def rfd(generated: Tensor, reference: Tensor) -> float:
 
 def fid(generated: Tensor, reference: Tensor) -> float:
     """FID with torch-fidelity (Inception weights must be downloadable or cached)."""
-    try:
-        import torch_fidelity
-    except ImportError as err:
-        raise MetricUnavailableError(
-            "FID needs torch-fidelity: pip install torch-fidelity"
-        ) from err
+    torch_fidelity = require("torch_fidelity", "FID", error=MetricUnavailableError)
 
     class Wrap(torch.utils.data.Dataset):
         def __init__(self, x):
@@ -133,10 +129,7 @@ def lpips_distance(x: Tensor, y: Tensor, net: str = "alex") -> float:
             f"LPIPS needs two RGB batches of one shape (B, 3, H, W); got {tuple(x.shape)} "
             f"and {tuple(y.shape)}"
         )
-    try:
-        import lpips
-    except ImportError as err:
-        raise MetricUnavailableError("LPIPS needs the lpips package: pip install lpips") from err
+    lpips = require("lpips", "LPIPS", error=MetricUnavailableError)
     try:
         metric = lpips.LPIPS(net=net, verbose=False)
     except Exception as err:  # the pretrained backbone is downloaded on first use
@@ -226,7 +219,7 @@ def evaluate_images(
             line += f", FID {res['fid'][str(k)]:.2f}"
         print("[eval] " + line)
         if grid:
-            from torchvision.utils import save_image
+            save_image = require("torchvision.utils", "sample grids").save_image
 
             path = (
                 Path(run if Path(run).is_dir() else Path(run).parent)
@@ -241,7 +234,9 @@ def evaluate_images(
 
 def psnr_ssim(pred: Tensor, target: Tensor) -> tuple[float, float]:
     """Mean PSNR (dB) and SSIM over a batch in [−1, 1] (scikit-image, data range 2)."""
-    from skimage.metrics import peak_signal_noise_ratio, structural_similarity
+    skmetrics = require("skimage.metrics", "PSNR/SSIM")
+    peak_signal_noise_ratio = skmetrics.peak_signal_noise_ratio
+    structural_similarity = skmetrics.structural_similarity
 
     p = pred.clamp(-1, 1).permute(0, 2, 3, 1).cpu().numpy().astype(np.float64)
     t = target.clamp(-1, 1).permute(0, 2, 3, 1).cpu().numpy().astype(np.float64)

@@ -22,6 +22,8 @@ import torch
 from torch import Tensor
 from torch.utils.data import Dataset
 
+from ._optional import require
+
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff")
 TRAIN_PHOTOS = (
     "astronaut",
@@ -71,16 +73,15 @@ class TensorImages(Dataset):
 
 
 def _photo(name: str) -> np.ndarray:
-    import skimage.data
-
-    img = getattr(skimage.data, name)()
+    skdata = require("skimage.data", "offline photo patches")
+    img = getattr(skdata, name)()
     if img.ndim == 2:
         img = np.stack([img] * 3, axis=-1)
     return img[..., :3]
 
 
 def _patches(img: np.ndarray, size: int, stride: int, scales: Sequence[int]) -> list[Tensor]:
-    from skimage.transform import resize
+    resize = require("skimage.transform", "offline photo patches").resize
 
     out = []
     for s in scales:
@@ -145,12 +146,10 @@ class PhotoPatches(TensorImages):
 
 def lfw_faces(size: int = 32) -> TensorImages:
     """The 200 LFW faces scikit-image bundles (25×25 grey), resized to ``size`` and repeated to RGB."""
-    import skimage.data
     import torch.nn.functional as F
 
-    faces = torch.as_tensor(skimage.data.lfw_subset()).float()[
-        :, None
-    ]  # (200, 1, 25, 25) in [0, 1]
+    skdata = require("skimage.data", "the LFW faces")
+    faces = torch.as_tensor(skdata.lfw_subset()).float()[:, None]  # (200, 1, 25, 25) in [0, 1]
     faces = F.interpolate(faces, size=(size, size), mode="bilinear", align_corners=False)
     return TensorImages((faces.repeat(1, 3, 1, 1) * 2 - 1).clamp(-1, 1), "scikit-image LFW subset")
 
@@ -161,7 +160,7 @@ def cifar10(root: str | os.PathLike, train: bool = True, download: bool = False)
     With ``download=False`` the files must already be in ``root``; a clear error says how to
     get them otherwise (``download=True`` where the internet is reachable).
     """
-    from torchvision.datasets import CIFAR10
+    CIFAR10 = require("torchvision.datasets", "CIFAR-10").CIFAR10
 
     try:
         ds = CIFAR10(str(root), train=train, download=download)

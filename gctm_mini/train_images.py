@@ -30,6 +30,7 @@ import torch
 import torch.distributed as dist
 from tqdm.auto import tqdm
 
+from ._optional import require
 from .checkpoint import checkpoint_path, load_checkpoint, load_raw, save_checkpoint
 from .couplings import COUPLINGS, couple
 from .degradations import RESTORATION_TASKS, TASKS, Degradation
@@ -544,9 +545,9 @@ def train_images(
 @torch.no_grad()
 def save_sample_grid(model: FlowMapModel, noise: torch.Tensor, path: Path, nfe: int = 1) -> Path:
     """One-jump (or ``nfe``-jump) samples from fixed noise as an 8-wide PNG grid."""
-    from torchvision.utils import save_image
-
     from .sampling import sample_multistep
+
+    save_image = require("torchvision.utils", "sample grids").save_image
 
     device = next(model.parameters()).device
     x = sample_multistep(model, noise.to(device), nfe).float().cpu()

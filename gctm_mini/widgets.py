@@ -21,6 +21,7 @@ import matplotlib.pyplot as plt
 import torch
 from torch import Tensor
 
+from ._optional import require
 from .oracle import GaussianMixtureOracle
 from .parameterization import FlowMapModel
 from .plots import METHOD_COLORS, color_of
@@ -70,8 +71,8 @@ class _Explorer:
 
     def widget(self):
         """Controls wired to ``update`` (needs ipywidgets and a notebook front end)."""
-        import ipywidgets as w
-        from IPython.display import display
+        w = require("ipywidgets", "the interactive explorers")
+        display = require("IPython.display", "the interactive explorers").display
 
         out = w.Output()
         controls = self._controls()
@@ -162,7 +163,7 @@ class FlowMapExplorer(_Explorer):
         return r
 
     def _controls(self) -> dict:
-        import ipywidgets as w
+        w = require("ipywidgets", "the interactive explorers")
 
         return {
             "t": w.FloatSlider(value=1.0, min=0.0, max=1.0, step=0.01, description="t"),
@@ -201,7 +202,7 @@ class GammaExplorer(_Explorer):
         return text
 
     def _controls(self) -> dict:
-        import ipywidgets as w
+        w = require("ipywidgets", "the interactive explorers")
 
         return {
             "gamma": w.FloatSlider(value=0.0, min=0.0, max=1.0, step=0.05, description="γ"),
@@ -232,7 +233,7 @@ class CouplingExplorer(_Explorer):
         return text
 
     def _controls(self) -> dict:
-        import ipywidgets as w
+        w = require("ipywidgets", "the interactive explorers")
 
         return {
             "coupling": w.Dropdown(

@@ -30,7 +30,10 @@ def offline_module(name: str, attr: str) -> types.ModuleType:
 
 def test_fid_without_torch_fidelity_says_how_to_get_it(monkeypatch, images):
     monkeypatch.setitem(sys.modules, "torch_fidelity", None)  # import fails
-    with pytest.raises(MetricUnavailableError, match="pip install torch-fidelity"):
+    with pytest.raises(
+        MetricUnavailableError,
+        match=r"FID needs torch-fidelity.*pip install \"gctm-mini\[metrics\]\"",
+    ):
         fid(*images)
 
 
@@ -44,7 +47,9 @@ def test_fid_without_inception_weights_is_a_clear_error(monkeypatch, images):
 
 def test_lpips_without_the_package_or_weights_is_a_clear_error(monkeypatch, images):
     monkeypatch.setitem(sys.modules, "lpips", None)
-    with pytest.raises(MetricUnavailableError, match="pip install lpips"):
+    with pytest.raises(
+        MetricUnavailableError, match=r"LPIPS needs lpips.*pip install \"gctm-mini\[metrics\]\""
+    ):
         lpips_distance(*images)
     monkeypatch.setitem(sys.modules, "lpips", offline_module("lpips", "LPIPS"))
     with pytest.raises(MetricUnavailableError, match="backbone weights"):
