@@ -4,6 +4,13 @@ Each shipped file holds only the EMA weights, the model spec, the run config and
 training log (no optimizer state): :func:`load_shipped` returns the model ready for sampling.
 ``data/checkpoints/manifest.json`` lists, for every file, the one command that regenerates
 it and the quality it must reach (checked by the tests).
+
+Where the files are found (:func:`checkpoint_dir`), first match wins:
+
+1. the folder named by the environment variable ``GCTM_CHECKPOINTS`` (your own copies);
+2. ``gctm_mini/_shipped/`` inside an installed wheel: the wheel carries every file of the
+   repository's ``data/checkpoints/`` there (``package-dir`` in ``pyproject.toml``);
+3. ``data/checkpoints/`` of the repository, for a clone (``pip install -e .`` or no install).
 """
 
 from __future__ import annotations
@@ -15,18 +22,37 @@ from pathlib import Path
 from .checkpoint import load_checkpoint, load_raw, save_checkpoint
 from .parameterization import FlowMapModel
 
-CHECKPOINT_DIR = Path(__file__).resolve().parent.parent / "data" / "checkpoints"
+ENV_VAR = "GCTM_CHECKPOINTS"
+PACKAGED_DIR = Path(__file__).resolve().parent / "_shipped"  # in an installed wheel
+REPOSITORY_DIR = Path(__file__).resolve().parent.parent / "data" / "checkpoints"  # in a clone
+
+
+def checkpoint_dir() -> Path:
+    """The folder that holds the shipped checkpoints and their ``manifest.json``.
+
+    ``$GCTM_CHECKPOINTS`` if set, else the copy inside an installed wheel, else the
+    repository's ``data/checkpoints/``. Raises ``FileNotFoundError`` naming what was tried.
+    """
+    override = os.environ.get(ENV_VAR)
+    if override:
+        path = Path(override).expanduser()
+        if not (path / "manifest.json").is_file():
+            raise FileNotFoundError(
+                f"{ENV_VAR}={override!r} must be a folder holding manifest.json and the .pt files"
+            )
+        return path
+    for path in (PACKAGED_DIR, REPOSITORY_DIR):
+        if (path / "manifest.json").is_file():
+            return path
+    raise FileNotFoundError(
+        f"no shipped checkpoints found (looked in {PACKAGED_DIR} and {REPOSITORY_DIR}); "
+        f"reinstall gctm-mini or set {ENV_VAR} to a folder holding manifest.json"
+    )
 
 
 def manifest() -> dict:
     """The shipped-checkpoint manifest: ``{name: {"command": …, "method": …, …}}``."""
-    path = CHECKPOINT_DIR / "manifest.json"
-    if not path.exists():
-        raise FileNotFoundError(
-            f"{path} not found: shipped checkpoints live in the repository's data/ folder; "
-            "install from a clone (pip install -e .) to use them"
-        )
-    return json.loads(path.read_text())
+    return json.loads((checkpoint_dir() / "manifest.json").read_text(encoding="utf-8"))
 
 
 def shipped_path(name: str) -> Path:
@@ -36,7 +62,7 @@ def shipped_path(name: str) -> Path:
         raise ValueError(
             f"unknown shipped checkpoint {name!r}; choose one of: {', '.join(entries)}"
         )
-    path = CHECKPOINT_DIR / f"{name}.pt"
+    path = checkpoint_dir() / f"{name}.pt"
     if not path.exists():
         raise FileNotFoundError(
             f"{path} is missing; regenerate it with: {entries[name]['command']}"

@@ -2,12 +2,19 @@
 
 from __future__ import annotations
 
+import importlib.metadata
+import os
 import re
+import shutil
+import subprocess
+import sys
+import zipfile
 from pathlib import Path
 
 import pytest
 
 import gctm_mini
+from gctm_mini import assets
 
 ROOT = Path(__file__).resolve().parent.parent
 tomllib = pytest.importorskip("tomllib")  # Python ≥ 3.11
@@ -78,3 +85,121 @@ def test_core_install_is_the_2d_path_and_extras_hold_the_rest():
     assert {"ruff", "pre-commit", "gctm-mini"} <= set(extra("dev"))
     dev_extras = re.search(r"\[(.*)\]", PYPROJECT["project"]["optional-dependencies"]["dev"][0])
     assert set(dev_extras.group(1).split(",")) == {"test", "docs"}  # not bench, not metrics
+
+
+# --- where the shipped checkpoints are found ---------------------------------------------
+
+
+def test_clone_finds_the_repository_checkpoints(monkeypatch):
+    monkeypatch.delenv(assets.ENV_VAR, raising=False)
+    assert not assets.PACKAGED_DIR.exists()  # a clone has no gctm_mini/_shipped
+    assert assets.checkpoint_dir() == ROOT / "data" / "checkpoints"
+    assert assets.shipped_path("gctm_moons") == ROOT / "data" / "checkpoints" / "gctm_moons.pt"
+
+
+def test_environment_variable_overrides_the_checkpoint_folder(monkeypatch, tmp_path):
+    src = ROOT / "data" / "checkpoints"
+    shutil.copy2(src / "manifest.json", tmp_path / "manifest.json")
+    shutil.copy2(src / "gctm_moons.pt", tmp_path / "gctm_moons.pt")
+    monkeypatch.setenv(assets.ENV_VAR, str(tmp_path))
+    assert assets.shipped_path("gctm_moons") == tmp_path / "gctm_moons.pt"
+    model = assets.load_shipped("gctm_moons")
+    assert model.train_config["method"] == "gctm"
+    with pytest.raises(FileNotFoundError, match="regenerate it with: python -m gctm_mini"):
+        assets.shipped_path("fm_moons")  # listed in the manifest, absent from the folder
+
+
+def test_override_without_a_manifest_is_a_clear_error(monkeypatch, tmp_path):
+    monkeypatch.setenv(assets.ENV_VAR, str(tmp_path / "nowhere"))
+    with pytest.raises(FileNotFoundError, match="GCTM_CHECKPOINTS=.*must be a folder holding"):
+        assets.manifest()
+
+
+def wheel_build_problem() -> str | None:
+    """Why a wheel cannot be built here without the network (None when it can)."""
+    try:
+        version = importlib.metadata.version("setuptools")
+    except importlib.metadata.PackageNotFoundError:
+        return "setuptools is not installed in this environment"
+    if int(version.split(".")[0]) < 77:
+        return f"setuptools {version} < 77 cannot build it (SPDX licence string)"
+    return None
+
+
+@pytest.mark.slow  # builds and installs a 7 MB wheel: about 10 s
+def test_shipped_checkpoint_loads_from_an_installed_wheel(tmp_path):
+    """Build the wheel from a copy of the sources, install it outside the repository with no
+    dependencies (torch and the rest come from this environment) and load a checkpoint."""
+    problem = wheel_build_problem()
+    if problem:
+        pytest.skip(f"cannot build the wheel offline: {problem}")
+    src, dist, site = tmp_path / "src", tmp_path / "dist", tmp_path / "site"
+    src.mkdir()
+    for name in ("pyproject.toml", "README.md", "LICENSE"):
+        shutil.copy2(ROOT / name, src / name)
+    no_cache = shutil.ignore_patterns("__pycache__", "*.pyc")
+    shutil.copytree(ROOT / "gctm_mini", src / "gctm_mini", ignore=no_cache)
+    shutil.copytree(ROOT / "data", src / "data", ignore=no_cache)
+    pip = [sys.executable, "-m", "pip", "--disable-pip-version-check"]
+    build = subprocess.run(
+        [
+            *pip,
+            "wheel",
+            str(src),
+            "--no-deps",
+            "--no-build-isolation",
+            "--no-index",
+            "-w",
+            str(dist),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert build.returncode == 0, build.stdout[-3000:] + build.stderr[-3000:]
+    (wheel,) = dist.glob("gctm_mini-*.whl")
+
+    with zipfile.ZipFile(wheel) as z:
+        names = set(z.namelist())
+    shipped = sorted(
+        p.relative_to(ROOT / "data" / "checkpoints").as_posix()
+        for p in (ROOT / "data" / "checkpoints").rglob("*")
+        if p.is_file()
+    )
+    assert {f"gctm_mini/_shipped/{n}" for n in shipped} <= names
+    modules = {p.relative_to(ROOT).as_posix() for p in (ROOT / "gctm_mini").rglob("*.py")}
+    assert modules <= names
+    assert any(n.endswith(".dist-info/licenses/LICENSE") for n in names)
+
+    install = subprocess.run(
+        [*pip, "install", "--no-deps", "--no-index", "--target", str(site), str(wheel)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert install.returncode == 0, install.stdout[-3000:] + install.stderr[-3000:]
+    code = (
+        "import torch, gctm_mini\n"
+        "from gctm_mini import assets\n"
+        "model = assets.load_shipped('gctm_moons')\n"
+        "x = model.G(torch.randn(16, 2), 1.0, 0.0)\n"
+        "assert torch.isfinite(x).all()\n"
+        "print(gctm_mini.__file__)\n"
+        "print(assets.shipped_path('gctm_moons'))\n"
+        "print(gctm_mini.__version__)\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", assets.ENV_VAR)}
+    env["PYTHONPATH"] = str(site)  # the installed copy first, the repository nowhere
+    run = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        env=env,
+        timeout=300,
+    )
+    assert run.returncode == 0, run.stderr[-3000:]
+    package_file, checkpoint, version = run.stdout.split()
+    assert Path(package_file).is_relative_to(site)
+    assert Path(checkpoint) == site / "gctm_mini" / "_shipped" / "gctm_moons.pt"
+    assert version == PYPROJECT["project"]["version"]  # from the wheel's metadata
