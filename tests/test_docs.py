@@ -1,0 +1,35 @@
+"""The documentation site covers the package, and the package's pointers into it resolve.
+
+The strict build itself (``mkdocs build --strict``, about a minute) runs in ``.ci/run``.
+"""
+
+from __future__ import annotations
+
+import pkgutil
+import re
+from pathlib import Path
+
+import gctm_mini
+
+ROOT = Path(__file__).resolve().parent.parent
+DOCS = ROOT / "docs"
+
+
+def test_every_public_module_has_an_api_reference_entry():
+    documented = set()
+    for page in (DOCS / "api").glob("*.md"):
+        documented |= set(re.findall(r"^::: gctm_mini\.(\w+)\s*$", page.read_text(), re.M))
+    public = {m.name for m in pkgutil.iter_modules(gctm_mini.__path__)}
+    public -= {"__main__"}
+    public = {m for m in public if not m.startswith("_")}
+    assert sorted(public - documented) == [], "add these modules to a page in docs/api/"
+    assert sorted(documented - public) == [], "these API entries name no module"
+
+
+def test_nav_names_only_pages_that_exist():
+    nav = re.findall(r":\s*([\w/.-]+\.(?:md|ipynb))\s*$", (ROOT / "mkdocs.yml").read_text(), re.M)
+    nav += re.findall(r"^\s*- ([\w/.-]+\.md)\s*$", (ROOT / "mkdocs.yml").read_text(), re.M)
+    assert len(nav) > 20
+    for entry in nav:
+        where = ROOT / entry if entry.startswith("notebooks/") else DOCS / entry
+        assert where.is_file(), f"mkdocs.yml names {entry}, which does not exist"
