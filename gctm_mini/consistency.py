@@ -1,4 +1,4 @@
-r"""Consistency-family losses: CD, CT (iCT), CTM, GCTM and BCM (ALGORITHMS.md §3–§4).
+r"""Consistency-family losses: CD, CT (iCT), CTM, GCTM and BCM (docs/conventions.md §3–§4).
 
 All losses act on a coupled batch ``(x0, x1)`` of shape ``(B, *D)`` and return
 ``(loss, logs)``; every per-sample quantity (times, ODE solves, targets) is a tensor op over
@@ -116,7 +116,7 @@ def gctm_loss(
     fm_source_prob: float = 0.0,
     rng: Draws | None = None,
 ) -> tuple[Tensor, dict]:
-    r"""GCTM: teacher-free trajectory consistency plus FM (ALGORITHMS.md §3–§4).
+    r"""GCTM: teacher-free trajectory consistency plus FM (docs/conventions.md §3–§4).
 
     1. draw per-sample grid indices t > u ≥ s (:func:`~gctm_mini.timegrid.draw_tsu`);
     2. :math:`x_t = (1-t)X_0 + tX_1`; :math:`x_u` = Heun from t to u along ``grid`` with the

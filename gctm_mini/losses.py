@@ -1,6 +1,6 @@
 r"""Training losses.
 
-**Flow matching / DSM** (ALGORITHMS.md §4): with :math:`x_t = (1 - t)X_0 + tX_1`,
+**Flow matching / DSM** (docs/conventions.md §4): with :math:`x_t = (1 - t)X_0 + tX_1`,
 
 .. math::
     L_\text{FM} = \frac{\|g_\theta(x_t, t, t) - X_0\|^2}{c_\text{out}(t)^2},

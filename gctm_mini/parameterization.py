@@ -1,4 +1,4 @@
-r"""The flow-map parameterization of ALGORITHMS.md §2, in one place.
+r"""The flow-map parameterization of docs/conventions.md §2, in one place.
 
 .. math::
     G_\theta(x, t, s) = \tfrac{s}{t}\,x + \big(1 - \tfrac{s}{t}\big)\,g_\theta(x, t, s),

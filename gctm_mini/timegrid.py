@@ -1,4 +1,4 @@
-r"""Time grids (ALGORITHMS.md §3): the EDM ρ-grid, coarse sub-grids, the N curriculum and the
+r"""Time grids (docs/conventions.md §3): the EDM ρ-grid, coarse sub-grids, the N curriculum and the
 per-sample (t, s, u) draw of GCTM training.
 
 Fine grid (M intervals, ρ = 7):
@@ -90,7 +90,7 @@ def curriculum_N(step: int, start: int = 4, double_every: int = 50_000, cap: int
 
 
 def draw_tsu(grid: Tensor, batch: int, rng=None) -> tuple[Tensor, Tensor, Tensor]:
-    r"""Per-sample grid indices ``(t_idx, s_idx, u_idx)`` with ``t > u ≥ s`` (ALGORITHMS.md §3).
+    r"""Per-sample grid indices ``(t_idx, s_idx, u_idx)`` with ``t > u ≥ s`` (docs/conventions.md §3).
 
     - s-index in {0, …, N−1} with :math:`P(s) \propto 1 - t_s`;
     - :math:`t = \lambda + (1 - \lambda)\,t_s`, :math:`\lambda \sim \mathrm{Beta}(1.2, 2)`, snapped

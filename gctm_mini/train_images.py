@@ -135,7 +135,7 @@ class ImageConfig(MethodFields):
 
 
 CONFIGS: dict[str, dict] = {
-    # GCTM paper setting for unconditional CIFAR-10 (ALGORITHMS.md §2–§4): OT coupling,
+    # GCTM paper setting for unconditional CIFAR-10 (docs/conventions.md §2–§4): OT coupling,
     # DDPM++-style U-Net, EMA 0.999, N doubling every 50k iterations up to 1024. λ = 10 in
     # this package's loss scaling (see the image-to-image comment below), where the
     # reference code's λ = 1 weighs a differently normalized FM term.

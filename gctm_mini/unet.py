@@ -9,7 +9,7 @@ is listed), down-sampling between levels, a mirrored decoder with skip connectio
 zero-initialized output convolution (so an untrained model predicts :math:`F = 0`, i.e.
 :math:`g = c_\text{skip}x`).
 
-Paper setting for 32×32 (ALGORITHMS.md §2): 128 channels, multipliers [1, 2, 2, 2], 4 blocks
+Paper setting for 32×32 (docs/conventions.md §2): 128 channels, multipliers [1, 2, 2, 2], 4 blocks
 per resolution, attention at 16×16, dropout 0.1 — 78 M parameters here (the second time
 path adds an affine map per block). The tiny CPU setting (1.6 M) and a small single-GPU
 setting are listed in :data:`UNET_PRESETS`.

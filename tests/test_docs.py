@@ -26,6 +26,19 @@ def test_every_public_module_has_an_api_reference_entry():
     assert sorted(documented - public) == [], "these API entries name no module"
 
 
+def test_section_references_in_the_package_resolve_to_docs_sections():
+    """Every ``<file>.md §N`` in the package names an existing page with a section N."""
+    refs = []
+    for path in sorted((ROOT / "gctm_mini").glob("*.py")):
+        for m in re.finditer(r"([\w./-]+\.md) §(\d+)", path.read_text(encoding="utf-8")):
+            refs.append((path.name, m.group(1), int(m.group(2))))
+    for module, page, section in refs:
+        target = ROOT / page
+        assert target.is_file(), f"{module} points to {page}, which is not in the repository"
+        headings = re.findall(r"^## (\d+)\. ", target.read_text(encoding="utf-8"), re.M)
+        assert str(section) in headings, f"{module} points to {page} §{section}: no such section"
+
+
 def test_nav_names_only_pages_that_exist():
     nav = re.findall(r":\s*([\w/.-]+\.(?:md|ipynb))\s*$", (ROOT / "mkdocs.yml").read_text(), re.M)
     nav += re.findall(r"^\s*- ([\w/.-]+\.md)\s*$", (ROOT / "mkdocs.yml").read_text(), re.M)
