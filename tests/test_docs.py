@@ -46,3 +46,12 @@ def test_nav_names_only_pages_that_exist():
     for entry in nav:
         where = ROOT / entry if entry.startswith("notebooks/") else DOCS / entry
         assert where.is_file(), f"mkdocs.yml names {entry}, which does not exist"
+
+
+def test_readme_is_a_landing_page_whose_links_resolve():
+    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    assert len(text) <= 8000
+    local = [t for t in re.findall(r"\]\(([^)\s]+)\)", text) if "://" not in t]
+    assert local, "the README links the documentation"
+    for target in local:
+        assert (ROOT / target.split("#")[0]).exists(), f"README links {target}, which is missing"
