@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import importlib.metadata
+import importlib.util
+import json
 import os
 import re
 import shutil
@@ -203,3 +205,67 @@ def test_shipped_checkpoint_loads_from_an_installed_wheel(tmp_path):
     assert Path(package_file).is_relative_to(site)
     assert Path(checkpoint) == site / "gctm_mini" / "_shipped" / "gctm_moons.pt"
     assert version == PYPROJECT["project"]["version"]  # from the wheel's metadata
+
+
+# --- the notebook hook of .pre-commit-config.yaml ------------------------------------------
+
+
+def load_stripper():
+    spec = importlib.util.spec_from_file_location(
+        "strip_notebook_metadata", ROOT / ".ci" / "strip_notebook_metadata.py"
+    )
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_notebook_hook_drops_run_metadata_and_keeps_outputs_and_counts(tmp_path):
+    stripper = load_stripper()
+    source = ROOT / "notebooks" / "01_flow_matching_2d.ipynb"
+    before = json.loads(source.read_text(encoding="utf-8"))
+    before["metadata"]["papermill"] = {"duration": 1.0}  # a tool stamp, as papermill writes
+    before["cells"][0]["metadata"]["ExecuteTime"] = {"end_time": "2026-01-01T00:00:00"}
+    copy = tmp_path / source.name
+    copy.write_text(stripper.dumps(before), encoding="utf-8")
+
+    assert stripper.main([str(copy)]) == 0
+    after = json.loads(copy.read_text(encoding="utf-8"))
+    assert len(after["cells"]) == len(before["cells"])
+    for old, new in zip(before["cells"], after["cells"], strict=True):
+        assert new["source"] == old["source"]
+        assert new.get("outputs") == old.get("outputs")
+        assert new.get("execution_count") == old.get("execution_count")
+        assert new["metadata"].get("tags") == old["metadata"].get("tags")
+        assert not {"execution", "ExecuteTime"} & set(new["metadata"])
+    assert after["metadata"]["kernelspec"] == before["metadata"]["kernelspec"]
+    assert after["metadata"].get("widgets") == before["metadata"].get("widgets")
+    assert "papermill" not in after["metadata"]
+    assert "version" not in after["metadata"]["language_info"]
+
+    stripped = copy.read_bytes()
+    assert stripper.main([str(copy)]) == 0  # idempotent: nothing left to strip
+    assert copy.read_bytes() == stripped
+
+
+def test_notebook_hook_leaves_a_clean_notebook_byte_for_byte(tmp_path):
+    stripper = load_stripper()
+    nb = json.loads((ROOT / "notebooks" / "01_flow_matching_2d.ipynb").read_text("utf-8"))
+    stripper.strip(nb)
+    clean = tmp_path / "clean.ipynb"
+    clean.write_text(stripper.dumps(nb), encoding="utf-8")
+    raw = clean.read_bytes()
+    stripper.main([str(clean)])
+    assert clean.read_bytes() == raw
+    # the layout is nbformat's: a notebook nbformat wrote round-trips unchanged
+    written = (ROOT / "notebooks" / "02_couplings_2d.ipynb").read_text("utf-8")
+    assert stripper.dumps(json.loads(written)) == written
+
+
+def test_pre_commit_runs_ruff_and_the_notebook_hook_but_not_on_generated_notebooks():
+    yaml = pytest.importorskip("yaml")
+    config = yaml.safe_load((ROOT / ".pre-commit-config.yaml").read_text(encoding="utf-8"))
+    hooks = {h["id"]: h for repo in config["repos"] for h in repo["hooks"]}
+    assert {"ruff-check", "ruff-format", "strip-notebook-metadata"} <= set(hooks)
+    nb = hooks["strip-notebook-metadata"]
+    assert re.match(nb["files"], "notebooks/05_gctm_2d.ipynb")
+    assert re.match(nb["exclude"], "notebooks/exercises/05_gctm_2d.ipynb")
