@@ -12,6 +12,7 @@ from pathlib import Path as _Path
 from . import (
     assets,
     checks,
+    classroom,
     consistency,
     couplings,
     data2d,
@@ -59,6 +60,7 @@ __version__ = _read_version()
 __all__ = [
     "assets",
     "checks",
+    "classroom",
     "consistency",
     "couplings",
     "data2d",

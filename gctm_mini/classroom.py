@@ -1,112 +1,484 @@
-"""Student versions of the notebooks, generated from the solution notebooks.
+"""Classroom tools: the student notebooks, their nbgrader metadata, and the Colab setup.
 
-The solution notebooks in ``notebooks/`` are the single source. In a code cell, the lines
-between ``### BEGIN SOLUTION`` and ``### END SOLUTION`` (nbgrader's markers, so instructors
-can also use nbgrader) are replaced by a stub that raises ``NotImplementedError`` with the
-exercise's hint — the comment line starting with ``# Exercise`` in the same cell. Outputs and
-execution counts are cleared. ``python -m gctm_mini classroom build`` writes
-``notebooks/exercises/`` and an instructor README; a test checks that the committed
-exercises are up to date with their sources.
+The solution notebooks in ``notebooks/`` are the single source. An exercise is a code cell
+whose first comment line is its title and whose function body sits between nbgrader's
+markers::
+
+    # Exercise 2 (3 points): the conditional velocity dx_t/dt of the straight path
+    def my_fm_target(x0, x1):
+        ### BEGIN SOLUTION
+        return x1 - x0
+        ### END SOLUTION
+
+(``# Exercise:`` without a number is allowed when a notebook has one exercise; points default
+to 1.) The next code cell checks it, inside :func:`needs` so that an unsolved exercise does
+not stop "Run all"::
+
+    with gm.classroom.needs(my_fm_target):
+        gm.checks.check_fm_target(my_fm_target)
+
+``python -m gctm_mini classroom build`` then, from these markers alone:
+
+* stamps every solution notebook: the Colab setup block at the top of the first code cell
+  (:data:`REPO_URL` is its one source), the Colab badge of the notebook, and nbgrader cell
+  metadata — exercise cells are solution cells, check cells autograded test cells worth the
+  exercise's points, markdown cells read-only — so ``nbgrader generate_assignment`` works on
+  the sources unchanged;
+* writes the student notebooks ``notebooks/exercises/``: what nbgrader's ``ClearSolutions``,
+  ``LockCells`` and ``ClearOutput`` make of the source (the same stub,
+  ``# YOUR CODE HERE`` / ``raise NotImplementedError()``), with the badge opening the student
+  version and without widget state;
+* refuses an exercise whose visible text (title, comments, other code of the cell, the
+  notebook's markdown) contains code from its solution, and a cell that uses an exercise's
+  function outside :func:`needs`.
+
+A test checks that the committed notebooks are what the build makes of them.
 """
 
 from __future__ import annotations
 
+import difflib
 import json
+import linecache
+import os
 import re
+from dataclasses import dataclass
 from pathlib import Path
+from types import CodeType, TracebackType
 
 BEGIN, END = "### BEGIN SOLUTION", "### END SOLUTION"
+#: nbgrader's own stub for Python (``ClearSolutions.code_stub``), so both builds agree.
+STUB = "# YOUR CODE HERE\nraise NotImplementedError()"
 ROOT = Path(__file__).resolve().parent.parent
+
+#: The repository the Colab cells clone and the badges open; the one place to change it.
+REPO_URL = "https://github.com/gctm-mini/gctm_mini"
+#: The branch the Colab badges open.
+BRANCH = "main"
+#: Where the Colab cell clones the repository. The directory name is not an importable
+#: module name, so ``/content`` (the working directory of a Colab kernel, first on
+#: ``sys.path``) cannot shadow the package with an empty namespace package.
+COLAB_DIR = "/content/gctm-mini"
+
+COLAB_SETUP = f"""\
+# Colab: clone gctm_mini (with its shipped checkpoints) and import it from the clone, also after "Restart session"; does nothing elsewhere
+import os, subprocess, sys
+GCTM_REPO = "{REPO_URL}"
+if "google.colab" in sys.modules:
+    GCTM_SRC = "{COLAB_DIR}"  # not an importable name, so /content cannot shadow the package
+    if not os.path.isfile(f"{{GCTM_SRC}}/gctm_mini/__init__.py"):
+        subprocess.run(["rm", "-rf", GCTM_SRC], check=True)
+        subprocess.run(["git", "clone", "-q", "--depth", "1", GCTM_REPO, GCTM_SRC], check=True)
+    if not os.path.isfile(f"{{GCTM_SRC}}/.installed"):  # dependencies, once per runtime
+        subprocess.run([sys.executable, "-m", "pip", "install", "-q", "-e", GCTM_SRC], check=True)
+        open(f"{{GCTM_SRC}}/.installed", "w").close()
+    if sys.path[0] != GCTM_SRC:
+        sys.path.insert(0, GCTM_SRC)
+    if getattr(sys.modules.get("gctm_mini"), "__file__", "") is None:
+        del sys.modules["gctm_mini"]  # an empty namespace package imported before this cell
+    import gctm_mini
+    if not (gctm_mini.__file__ or "").startswith(GCTM_SRC):
+        raise ImportError(f"gctm_mini imports from {{gctm_mini.__file__}}, not from {{GCTM_SRC}}")"""
+
+BADGE_IMG = "https://colab.research.google.com/assets/colab-badge.svg"
+_BADGE_RE = re.compile(r"\[!\[Open In Colab\]\(" + re.escape(BADGE_IMG) + r"\)\]\([^)\s]*\)")
+_TITLE_RE = re.compile(r"^#\s*Exercise(?:\s+(\d+))?\s*(?:\((\d+)\s*points?\))?\s*:", re.M)
+_NEEDS_RE = re.compile(r"needs\(([^)]*)\)")
+
 INSTRUCTOR_README = """# Exercises (student versions)
 
 Generated by `python -m gctm_mini classroom build` from the solution notebooks in
-`notebooks/` — edit those, never these. Each exercise is a function whose body a student
-writes; the cell after it calls a check from `gctm_mini.checks`, which prints `✓ … correct`
-or explains the mistake (time direction, shapes, stop-gradient, boundary condition, …).
-Until an exercise is solved its stub raises `NotImplementedError` with the hint, so a
-notebook runs up to the first unsolved exercise and no further.
+`notebooks/` — edit those, never these (see `docs/instructors.md`). Each exercise is a
+function whose body a student writes; the cell after it calls a check from
+`gctm_mini.checks`, which prints `✓ … correct` or explains the mistake (time direction,
+shapes, stop-gradient, boundary condition, …). Until an exercise is solved its check cell
+prints `this cell needs Exercise k (…)` and "Run all" carries on.
 
-Handing out: give students this folder (or the Colab badges of the solution notebooks with
-`exercises/` in the path). The solution cells use nbgrader's `### BEGIN SOLUTION` /
-`### END SOLUTION` markers, so `nbgrader generate_assignment` works on the sources as well.
-
-| notebook | exercises |
-|---|---|
+| notebook | open in Colab | exercises | points |
+|---|---|---|---|
 {rows}
 """
 
 
+# ------------------------------------------------------------------ links and the Colab cell
+
+
+def colab_url(relpath: str) -> str:
+    """The Colab address of ``relpath`` (a path in the repository, e.g. ``notebooks/01_….ipynb``)."""
+    owner_name = REPO_URL.removeprefix("https://github.com/")
+    return f"https://colab.research.google.com/github/{owner_name}/blob/{BRANCH}/{relpath}"
+
+
+def badge(relpath: str) -> str:
+    """The "Open In Colab" badge (markdown) of the notebook at ``relpath``."""
+    return f"[![Open In Colab]({BADGE_IMG})]({colab_url(relpath)})"
+
+
+def colab_block(source: str) -> str | None:
+    """The Colab setup block at the top of a code cell's source (up to the first blank
+    line), or ``None`` if the cell does not start with one."""
+    if not source.startswith("# Colab:"):
+        return None
+    return source.split("\n\n", 1)[0]
+
+
+# ------------------------------------------------------------------ running student notebooks
+
+
+_UNSOLVED: set[CodeType] = set()
+
+
+class needs:  # noqa: N801 - used as a statement: ``with needs(f):``
+    """Run a cell that needs exercise functions; an unsolved one does not stop the notebook.
+
+    ``with needs(my_fm_target): …`` runs its body. If the body hits the stub of one of the
+    named functions (``raise NotImplementedError()`` raised by that function itself), it
+    prints ``this cell needs Exercise 2 (`my_fm_target`): finish it above, then re-run``
+    and the notebook goes on; so does a ``NameError`` once one of the named functions is
+    known to be unsolved (a value the unsolved cell would have made). Anything else — a
+    wrong answer (:class:`gctm_mini.checks.CheckFailed`), a bug — is raised as usual.
+
+    Under nbgrader (``NBGRADER_EXECUTION`` set: autograde, validate) nothing is caught, so
+    an unsolved exercise fails its test cell and scores 0.
+
+    The exercise's title is read from the comment ``# Exercise k …`` above the function's
+    ``def`` in the cell that defines it.
+    """
+
+    def __init__(self, *functions):
+        if not functions or not all(callable(f) for f in functions):
+            raise TypeError(f"needs() takes the exercise functions; got {functions!r}")
+        self.functions = functions
+
+    def __enter__(self) -> needs:
+        return self
+
+    def __exit__(
+        self,
+        typ: type[BaseException] | None,
+        err: BaseException | None,
+        tb: TracebackType | None,
+    ) -> bool:
+        if err is None or os.environ.get("NBGRADER_EXECUTION"):
+            return False
+        codes = {getattr(f, "__code__", None): f for f in self.functions}
+        if isinstance(err, NotImplementedError):
+            while tb is not None and tb.tb_next is not None:
+                tb = tb.tb_next
+            fn = codes.get(tb.tb_frame.f_code) if tb is not None else None
+            if fn is None:
+                return False
+            _UNSOLVED.add(fn.__code__)
+        elif isinstance(err, NameError):
+            fn = next((f for c, f in codes.items() if c in _UNSOLVED), None)
+            if fn is None:
+                return False
+        else:
+            return False
+        label = exercise_label(fn)
+        print(
+            f"this cell needs {label} (`{fn.__name__}`): finish it above, then re-run"
+            if label
+            else f"this cell needs the exercise `{fn.__name__}`: finish it above, then re-run"
+        )
+        return True
+
+
+def exercise_label(fn) -> str | None:
+    """``"Exercise k"`` from the ``# Exercise k …`` comment above ``fn``'s ``def`` in its cell
+    (``None`` when it is unnumbered or the source cannot be read)."""
+    code = getattr(fn, "__code__", None)
+    if code is None:
+        return None
+    lines = linecache.getlines(code.co_filename)
+    for line in reversed(lines[: max(code.co_firstlineno - 1, 0)]):
+        m = _TITLE_RE.match(line.strip())
+        if m:
+            return f"Exercise {m.group(1)}" if m.group(1) else None
+    return None
+
+
+# ------------------------------------------------------------------ exercises in a notebook
+
+
+@dataclass
+class Exercise:
+    """One exercise of a notebook: its cell, its check cell, its function and its points."""
+
+    number: int | None
+    title: str
+    function: str
+    points: int
+    cell: int
+    check: int
+
+
+def _src(cell: dict) -> str:
+    s = cell["source"]
+    return s if isinstance(s, str) else "".join(s)
+
+
 def stub_source(source: str) -> str:
-    """Replace every solution block of one cell's source by a ``NotImplementedError`` stub."""
-    lines = source.split("\n")
-    hint = next(
-        (ln.strip().lstrip("#").strip() for ln in lines if ln.strip().startswith("# Exercise")),
-        "Exercise",
-    )
+    """Replace every solution block of one cell's source by nbgrader's stub (same indentation)."""
     out, inside = [], False
-    for ln in lines:
-        if ln.strip() == BEGIN:
+    for ln in source.split("\n"):
+        if BEGIN in ln:
             if inside:
                 raise ValueError("nested ### BEGIN SOLUTION")
             inside = True
-            indent = ln[: len(ln) - len(ln.lstrip())]
-            out.append(f"{indent}# YOUR CODE HERE")
-            out.append(f"{indent}raise NotImplementedError({hint!r})")
-            continue
-        if ln.strip() == END:
+            indent = re.match(r"\s*", ln).group(0)
+            out.extend(indent + s for s in STUB.split("\n"))
+        elif END in ln:
             if not inside:
-                raise ValueError("### END SOLUTION without BEGIN")
+                raise ValueError("### END SOLUTION without ### BEGIN SOLUTION")
             inside = False
-            continue
-        if not inside:
+        elif not inside:
             out.append(ln)
     if inside:
-        raise ValueError("### BEGIN SOLUTION without END")
+        raise ValueError("### BEGIN SOLUTION without ### END SOLUTION")
     return "\n".join(out)
 
 
-def exercise_names(nb: dict) -> list[str]:
-    """The ``# Exercise …`` titles of a notebook's solution cells."""
-    names = []
-    for cell in nb["cells"]:
-        src = "".join(cell["source"])
-        if cell["cell_type"] == "code" and BEGIN in src:
-            m = re.search(r"#\s*(Exercise[^\n]*)", src)
-            names.append(m.group(1).strip() if m else "Exercise")
-    return names
+def solution_lines(source: str) -> list[str]:
+    """The lines between the solution markers of one cell's source."""
+    out, inside = [], False
+    for ln in source.split("\n"):
+        if BEGIN in ln:
+            inside = True
+        elif END in ln:
+            inside = False
+        elif inside:
+            out.append(ln)
+    return out
 
 
-def to_exercise(nb: dict) -> dict:
-    """A copy of a solution notebook with stubs and without outputs."""
-    nb = json.loads(json.dumps(nb))
-    for cell in nb["cells"]:
-        if cell["cell_type"] != "code":
+def _norm(text: str) -> str:
+    return re.sub(r"\s+", "", text)
+
+
+def leaked_solution(solution: list[str], visible: str, min_len: int = 8) -> list[str]:
+    """Solution lines whose code shows in ``visible`` (what a student sees).
+
+    A solution line leaks if its code, or the expression after ``return`` or ``=``, with
+    whitespace removed and at least ``min_len`` characters long, is a substring of the
+    visible text with whitespace removed, or if a visible comment line is a near copy
+    (``difflib`` ratio ≥ 0.85) of it. Mathematics written as mathematics
+    (``(1 − t)·X0 + t·X1``) is not code and does not match.
+    """
+    vis = _norm(visible)
+    comments = [_norm(ln.split("#", 1)[1]) for ln in visible.split("\n") if "#" in ln]
+    leaks = []
+    for line in solution:
+        code = line.split("#", 1)[0].strip()
+        if not code:
             continue
-        src = "".join(cell["source"])
+        pieces = {_norm(code)}
+        m = re.match(r"(?:return\s+|[\w\[\], .]+?\s*=(?!=)\s*)(.+)$", code)
+        if m:
+            pieces.add(_norm(m.group(1)))
+        hit = any(len(p) >= min_len and p in vis for p in pieces)
+        hit = hit or any(
+            len(_norm(code)) >= 12 and difflib.SequenceMatcher(None, c, _norm(code)).ratio() >= 0.85
+            for c in comments
+        )
+        if hit:
+            leaks.append(line.strip())
+    return leaks
+
+
+def find_exercises(nb: dict, name: str = "notebook") -> list[Exercise]:
+    """The exercises of a solution notebook, checked for the rules in the module docstring.
+
+    Raises ``ValueError`` naming the notebook and the cell for a missing title, function or
+    check cell, bad numbering, an answer visible in the student version, or a cell that uses
+    an exercise function outside ``needs(...)``.
+    """
+    cells = nb["cells"]
+    code = [i for i, c in enumerate(cells) if c["cell_type"] == "code"]
+    found: list[Exercise] = []
+    markdown = "\n".join(_src(c) for c in cells if c["cell_type"] == "markdown")
+    for k, i in enumerate(code):
+        src = _src(cells[i])
+        if BEGIN not in src:
+            continue
+        where = f"{name}, cell {i}"
+        title = _TITLE_RE.search(src)
+        if title is None:
+            raise ValueError(
+                f"{where}: an exercise cell needs a title line '# Exercise k: …' "
+                f"(or '# Exercise k (N points): …'); got {src.splitlines()[0]!r}"
+            )
+        before = src[: src.index(BEGIN)]
+        defs = re.findall(r"^\s*def\s+(\w+)\s*\(", before, re.M)
+        if not defs:
+            raise ValueError(f"{where}: the solution must be the body of a function (def …)")
+        if k + 1 >= len(code) or "gm.checks.check_" not in _src(cells[code[k + 1]]):
+            raise ValueError(f"{where}: the next code cell must call a gm.checks.check_… function")
+        visible = stub_source(src) + "\n" + markdown
+        leaks = leaked_solution(solution_lines(src), visible)
+        if leaks:
+            raise ValueError(
+                f"{where}: the student version shows solution code {leaks[0]!r}; "
+                "rewrite the title, comments or markdown without it"
+            )
+        line = src[title.start() : src.index("\n", title.start())]
+        found.append(
+            Exercise(
+                number=int(title.group(1)) if title.group(1) else None,
+                title=line.lstrip("#").strip(),
+                function=defs[-1],
+                points=int(title.group(2) or 1),
+                cell=i,
+                check=code[k + 1],
+            )
+        )
+    numbers = [e.number for e in found]
+    if numbers and numbers != list(range(1, len(found) + 1)) and numbers != [None]:
+        raise ValueError(
+            f"{name}: exercises must be numbered 1, 2, … in order (or one unnumbered "
+            f"'# Exercise:'); got {numbers}"
+        )
+    fnames = {e.function: e for e in found}
+    for i in code:
+        src = _src(cells[i])
         if BEGIN in src:
-            src = stub_source(src)
-        cell["source"] = src.splitlines(keepends=True)
-        cell["outputs"] = []
-        cell["execution_count"] = None
-        cell.get("metadata", {}).pop("execution", None)
+            continue
+        guarded = {n.strip() for m in _NEEDS_RE.finditer(src) for n in m.group(1).split(",")}
+        for fname, e in fnames.items():
+            if i > e.cell and re.search(rf"\b{fname}\b", src) and fname not in guarded:
+                raise ValueError(
+                    f"{name}, cell {i} uses {fname} (the function of '{e.title}') outside "
+                    f"`with gm.classroom.needs({fname}):`, so an unsolved exercise would "
+                    "stop the notebook there"
+                )
+    return found
+
+
+def exercise_names(nb: dict) -> list[str]:
+    """The titles of a notebook's exercises."""
+    return [e.title for e in find_exercises(nb)]
+
+
+# ------------------------------------------------------------------ the build
+
+
+def _nbgrader(grade_id: str, *, solution=False, grade=False, locked=False, points=None) -> dict:
+    meta = {"grade": grade, "grade_id": grade_id, "locked": locked}
+    if points is not None:
+        meta["points"] = points
+    meta.update({"schema_version": 3, "solution": solution})
+    return meta
+
+
+def stamp(nb: dict, relpath: str, name: str = "notebook") -> dict:
+    """A copy of a solution notebook with the Colab block, its badge and the nbgrader
+    metadata as the build makes them (outputs and execution counts untouched)."""
+    nb = json.loads(json.dumps(nb))
+    cells = nb["cells"]
+    first_md = next((c for c in cells if c["cell_type"] == "markdown"), None)
+    first_code = next((c for c in cells if c["cell_type"] == "code"), None)
+    if first_md is None or first_code is None:
+        raise ValueError(f"{name}: needs a markdown title cell and a setup code cell")
+    for c in cells:
+        if c["cell_type"] == "markdown" and c is not first_md and _BADGE_RE.search(_src(c)):
+            raise ValueError(f"{name}: the Colab badge belongs in the first markdown cell only")
+    md = _src(first_md)
+    if _BADGE_RE.search(md):
+        md = _BADGE_RE.sub(lambda _: badge(relpath), md)
+    else:
+        head, _, rest = md.partition("\n")
+        md = f"{head}\n\n{badge(relpath)}\n" + (f"\n{rest.lstrip(chr(10))}" if rest else "")
+    first_md["source"] = md
+    src = _src(first_code)
+    block = colab_block(src)
+    first_code["source"] = COLAB_SETUP + (src[len(block) :] if block else "\n\n" + src)
+
+    exercises = find_exercises(nb, name)
+    roles = {e.cell: e for e in exercises} | {e.check: e for e in exercises}
+    for i, c in enumerate(cells):
+        meta = c.setdefault("metadata", {})
+        meta.pop("nbgrader", None)
+        if not exercises:
+            continue
+        if i in roles and roles[i].cell == i:
+            meta["nbgrader"] = _nbgrader(roles[i].function, solution=True)
+        elif i in roles:
+            e = roles[i]
+            meta["nbgrader"] = _nbgrader(
+                f"check-{e.function}", grade=True, locked=True, points=e.points
+            )
+        elif c["cell_type"] == "markdown":
+            cid = re.sub(r"[^A-Za-z0-9_-]", "-", c.get("id") or f"cell-{i}")
+            meta["nbgrader"] = _nbgrader(f"md-{cid}", locked=True)
+    for c in cells:
+        c["source"] = _src(c).splitlines(keepends=True)
     return nb
 
 
-def build(out: str | Path | None = None, src: str | Path | None = None) -> list[Path]:
-    """Write the student notebooks and the instructor README; returns the written paths."""
+def to_exercise(nb: dict, relpath: str | None = None) -> dict:
+    """The student version of a (stamped) solution notebook: stubs for the solutions, cells
+    locked as nbgrader's ``LockCells`` locks them, no outputs, no widget state, and the
+    badge opening ``relpath``."""
+    nb = json.loads(json.dumps(nb))
+    nb["metadata"].pop("widgets", None)
+    for cell in nb["cells"]:
+        src = _src(cell)
+        meta = cell.setdefault("metadata", {})
+        g = meta.get("nbgrader", {})
+        if relpath is not None and cell["cell_type"] == "markdown":
+            src = _BADGE_RE.sub(lambda _: badge(relpath), src)
+        if g.get("solution") or g.get("grade") or g.get("locked"):
+            meta["deletable"] = False
+            if not g.get("solution"):
+                meta["editable"] = False
+        if cell["cell_type"] == "code":
+            if BEGIN in src:
+                src = stub_source(src)
+            cell["outputs"] = []
+            cell["execution_count"] = None
+            for key in ("execution", "collapsed", "scrolled"):
+                meta.pop(key, None)
+        cell["source"] = src.splitlines(keepends=True)
+    return nb
+
+
+def _dumps(nb: dict) -> str:
+    return json.dumps(nb, indent=1, sort_keys=True, ensure_ascii=False) + "\n"
+
+
+def build(
+    out: str | Path | None = None, src: str | Path | None = None, check: bool = False
+) -> list[Path]:
+    """Stamp the solution notebooks in ``src`` and write the student notebooks and their
+    README to ``out`` (default ``src/exercises``). Returns the files that changed (with
+    ``check=True``: that would change; nothing is written)."""
     src = Path(src) if src else ROOT / "notebooks"
     out = Path(out) if out else src / "exercises"
-    out.mkdir(parents=True, exist_ok=True)
-    written, rows = [], []
+    outputs: dict[Path, str] = {}
+    rows = []
     for path in sorted(src.glob("[0-9][0-9]_*.ipynb")):
-        nb = json.loads(path.read_text())
-        names = exercise_names(nb)
-        if not names:
+        nb = stamp(
+            json.loads(path.read_text(encoding="utf-8")), f"notebooks/{path.name}", path.name
+        )
+        outputs[path] = _dumps(nb)
+        exercises = find_exercises(nb, path.name)
+        if not exercises:
             continue
         target = out / path.name
-        target.write_text(json.dumps(to_exercise(nb), indent=1, ensure_ascii=False) + "\n")
-        written.append(target)
-        rows.append(f"| `{path.name}` | {'; '.join(names)} |")
-    readme = out / "README.md"
-    readme.write_text(INSTRUCTOR_README.format(rows="\n".join(rows)))
-    return [*written, readme]
+        outputs[target] = _dumps(to_exercise(nb, f"notebooks/exercises/{path.name}"))
+        listed = "<br>".join(e.title for e in exercises)
+        points = " + ".join(str(e.points) for e in exercises)
+        link = badge(f"notebooks/exercises/{path.name}")
+        rows.append(f"| `{path.name}` | {link} | {listed} | {points} |")
+    outputs[out / "README.md"] = INSTRUCTOR_README.format(rows="\n".join(rows))
+    stale = {p for p in out.glob("*.ipynb") if p not in outputs}
+    changed = [
+        p for p, text in outputs.items() if not p.exists() or p.read_text(encoding="utf-8") != text
+    ]
+    if not check:
+        out.mkdir(parents=True, exist_ok=True)
+        for p in changed:
+            p.write_text(outputs[p], encoding="utf-8")
+        for p in stale:
+            p.unlink()
+    return sorted(changed) + sorted(stale)

@@ -180,8 +180,14 @@ def cmd_export(args: argparse.Namespace) -> int:
 def cmd_classroom(args: argparse.Namespace) -> int:
     from .classroom import build
 
-    for path in build(args.out):
-        print(f"wrote {path}")
+    changed = build(args.out, check=args.check)
+    for path in changed:
+        print(f"{'out of date' if args.check else 'wrote'}: {path}")
+    if args.check and changed:
+        print("run: python -m gctm_mini classroom build", file=sys.stderr)
+        return 1
+    if not changed:
+        print("notebooks and student notebooks are up to date")
     return 0
 
 
@@ -265,9 +271,16 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--json", default=None)
     ev.set_defaults(fn=cmd_eval)
 
-    cl = sub.add_parser("classroom", help="classroom tools: build the student notebooks")
+    cl = sub.add_parser(
+        "classroom",
+        help="stamp the notebooks (Colab cell, badges, nbgrader metadata) and build the "
+        "student notebooks",
+    )
     cl.add_argument("action", choices=["build"])
     cl.add_argument("--out", default=None, help="default: notebooks/exercises")
+    cl.add_argument(
+        "--check", action="store_true", help="write nothing; exit 1 if anything is out of date"
+    )
     cl.set_defaults(fn=cmd_classroom)
 
     x = sub.add_parser("export", help="write the EMA-only copy of a run's checkpoint (for sharing)")
