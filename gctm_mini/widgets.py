@@ -11,10 +11,17 @@
 Nothing is trained on a slider move; everything is a few batched forward passes. All drawing
 goes through ``update(...)``, which works without a display (the tests call it directly);
 ``widget()`` wires it to the controls.
+
+A redraw takes about a second, so the sliders update on release (``continuous_update=False``)
+rather than on every step of a drag. The figure is shown as a PNG in an ``Image`` widget
+rather than captured by an ``Output`` widget: it needs nothing but core widgets and their
+synced ``value``, so it behaves the same in JupyterLab (ipywidgets 8), Colab (ipywidgets 7)
+and without a front end (what the tests check).
 """
 
 from __future__ import annotations
 
+import io
 from dataclasses import dataclass
 
 import matplotlib.pyplot as plt
@@ -69,26 +76,32 @@ class _Explorer:
     def _controls(self) -> dict:
         raise NotImplementedError
 
-    def widget(self):
-        """Controls wired to ``update`` (needs ipywidgets and a notebook front end)."""
-        w = require("ipywidgets", "the interactive explorers")
-        display = require("IPython.display", "the interactive explorers").display
+    def png(self, dpi: int = 90) -> bytes:
+        """The current figure as PNG bytes."""
+        buf = io.BytesIO()
+        self.fig.savefig(buf, format="png", dpi=dpi)
+        return buf.getvalue()
 
-        out = w.Output()
+    def widget(self):
+        """Controls wired to ``update``: ``VBox([HBox(controls), Label(read-out), Image(figure)])``.
+
+        Works with ipywidgets 7.6+ and 8; a slider's new value redraws once, on release.
+        """
+        w = require("ipywidgets", "the interactive explorers")
+
         controls = self._controls()
         label = w.Label()
+        image = w.Image(format="png")
 
         def redraw(_=None):
             r = self.update(**{k: v.value for k, v in controls.items()})
             label.value = r.readout() if hasattr(r, "readout") else str(r)
-            with out:
-                out.clear_output(wait=True)
-                display(self.fig)
+            image.value = self.png()
 
         for v in controls.values():
             v.observe(redraw, names="value")
         redraw()
-        return w.VBox([w.HBox(list(controls.values())), label, out])
+        return w.VBox([w.HBox(list(controls.values())), label, image])
 
 
 class FlowMapExplorer(_Explorer):
@@ -166,10 +179,18 @@ class FlowMapExplorer(_Explorer):
         w = require("ipywidgets", "the interactive explorers")
 
         return {
-            "t": w.FloatSlider(value=1.0, min=0.0, max=1.0, step=0.01, description="t"),
-            "s": w.FloatSlider(value=0.0, min=0.0, max=1.0, step=0.01, description="s"),
-            "gamma": w.FloatSlider(value=0.0, min=0.0, max=1.0, step=0.05, description="γ"),
-            "steps": w.IntSlider(value=1, min=1, max=8, description="jumps"),
+            "t": w.FloatSlider(
+                value=1.0, min=0.0, max=1.0, step=0.01, description="t", continuous_update=False
+            ),
+            "s": w.FloatSlider(
+                value=0.0, min=0.0, max=1.0, step=0.01, description="s", continuous_update=False
+            ),
+            "gamma": w.FloatSlider(
+                value=0.0, min=0.0, max=1.0, step=0.05, description="γ", continuous_update=False
+            ),
+            "steps": w.IntSlider(
+                value=1, min=1, max=8, description="jumps", continuous_update=False
+            ),
         }
 
 
@@ -205,8 +226,10 @@ class GammaExplorer(_Explorer):
         w = require("ipywidgets", "the interactive explorers")
 
         return {
-            "gamma": w.FloatSlider(value=0.0, min=0.0, max=1.0, step=0.05, description="γ"),
-            "nfe": w.IntSlider(value=1, min=1, max=8, description="NFE"),
+            "gamma": w.FloatSlider(
+                value=0.0, min=0.0, max=1.0, step=0.05, description="γ", continuous_update=False
+            ),
+            "nfe": w.IntSlider(value=1, min=1, max=8, description="NFE", continuous_update=False),
         }
 
 
@@ -239,5 +262,13 @@ class CouplingExplorer(_Explorer):
             "coupling": w.Dropdown(
                 options=["independent", "ot", "sinkhorn"], value="ot", description="coupling"
             ),
-            "reg": w.FloatLogSlider(value=0.05, base=10, min=-3, max=1, step=0.1, description="ε"),
+            "reg": w.FloatLogSlider(
+                value=0.05,
+                base=10,
+                min=-3,
+                max=1,
+                step=0.1,
+                description="ε",
+                continuous_update=False,
+            ),
         }

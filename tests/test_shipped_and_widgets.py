@@ -93,8 +93,73 @@ def test_gamma_and_coupling_explorers_update_headless():
     assert cost["ot"] < cost["independent"]
 
 
-def test_widgets_build_their_controls():
-    from gctm_mini.widgets import CouplingExplorer
+def _explorers():
+    from gctm_mini.widgets import CouplingExplorer, GammaExplorer
 
-    box = CouplingExplorer(make_dataset("moons"), n=16).widget()
-    assert len(box.children) == 3  # controls, read-out, figure
+    return [
+        FlowMapExplorer(load_shipped("gctm_gmm"), make_dataset("gmm"), n=50),
+        GammaExplorer(load_shipped("gctm_moons"), make_dataset("moons"), n=50),
+        CouplingExplorer(make_dataset("moons"), n=16),
+    ]
+
+
+def test_widget_sliders_redraw_on_release_not_while_dragging():
+    import ipywidgets as w
+
+    for explorer in _explorers():
+        controls = explorer.widget().children[0].children
+        sliders = [
+            c for c in controls if isinstance(c, (w.FloatSlider, w.IntSlider, w.FloatLogSlider))
+        ]
+        assert sliders, type(explorer).__name__
+        assert all(s.continuous_update is False for s in sliders), type(explorer).__name__
+
+
+def test_moving_a_widget_slider_redraws_the_readout_and_the_figure():
+    """Setting a control's value (what the front end does on release) redraws once."""
+    import ipywidgets as w
+
+    from gctm_mini.widgets import GammaExplorer
+
+    box = GammaExplorer(load_shipped("gctm_moons"), make_dataset("moons"), n=100).widget()
+    (controls, label, image) = box.children
+    assert isinstance(label, w.Label) and isinstance(image, w.Image)
+    before, png = label.value, bytes(image.value)
+    assert "NFE = 1:" in before and png.startswith(b"\x89PNG")
+    controls.children[1].value = 2  # the NFE slider
+    assert "NFE = 2:" in label.value and bytes(image.value) != png
+
+
+# The public traits of the ipywidgets 7.6.5 classes, read from ipywidgets 7.6.5 itself
+# (`sorted(n for n in cls.class_trait_names() if not n.startswith("_"))`). Colab's front end
+# runs ipywidgets 7: a keyword or class that 7.6 lacks would break the widgets there.
+IPYWIDGETS_7_6 = {
+    "FloatSlider": "continuous_update description description_tooltip disabled layout max min orientation readout readout_format step style value",
+    "IntSlider": "continuous_update description description_tooltip disabled layout max min orientation readout readout_format step style value",
+    "FloatLogSlider": "base continuous_update description description_tooltip disabled layout max min orientation readout readout_format step style value",
+    "Dropdown": "description description_tooltip disabled index label layout options style value",
+    "Label": "description description_tooltip layout placeholder style value",
+    "Image": "format height layout value width",
+    "VBox": "box_style children layout",
+    "HBox": "box_style children layout",
+}
+
+
+def test_widgets_use_only_what_ipywidgets_7_6_has():
+    import ast
+    import inspect
+
+    import gctm_mini.widgets as mod
+
+    used: dict[str, set[str]] = {}
+    for node in ast.walk(ast.parse(inspect.getsource(mod))):
+        f = node.func if isinstance(node, ast.Call) else None
+        if isinstance(f, ast.Attribute) and isinstance(f.value, ast.Name) and f.value.id == "w":
+            used.setdefault(f.attr, set()).update(k.arg for k in node.keywords if k.arg)
+    assert {"FloatSlider", "IntSlider", "Image", "Label"} <= set(used), used
+    for name, kwargs in used.items():
+        assert name in IPYWIDGETS_7_6, f"ipywidgets 7.6 compatibility of w.{name} is not recorded"
+        missing = kwargs - set(IPYWIDGETS_7_6[name].split())
+        assert not missing, (
+            f"w.{name}({', '.join(sorted(missing))}=…) does not exist in ipywidgets 7.6"
+        )
