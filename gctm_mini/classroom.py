@@ -482,3 +482,90 @@ def build(
         for p in stale:
             p.unlink()
     return sorted(changed) + sorted(stale)
+
+
+# ------------------------------------------------------------------ grading without nbgrader
+
+
+@dataclass
+class Verdict:
+    """What one check cell of an executed notebook says: ``status`` is ``correct``,
+    ``unsolved`` (``needs`` reported a stub), ``wrong`` (``CheckFailed``), ``error`` (another
+    exception) or ``not run``."""
+
+    notebook: str
+    exercise: str
+    points: float
+    max_points: float
+    status: str
+    message: str
+
+
+def grade(nb: dict, name: str = "notebook") -> list[Verdict]:
+    """Read the check cells (nbgrader test cells) of an executed notebook.
+
+    A check cell earns its points when it printed the check's ``✓`` line and raised nothing.
+    The points come from the notebook's own nbgrader metadata; ``nbgrader autograde`` is the
+    route that restores them from the source.
+    """
+    out = []
+    for cell in nb["cells"]:
+        g = cell.get("metadata", {}).get("nbgrader", {})
+        if not g.get("grade") or g.get("solution"):
+            continue
+        outputs = cell.get("outputs", [])
+        err = next((o for o in outputs if o["output_type"] == "error"), None)
+        text = "".join(
+            _src({"source": o.get("text", "")})
+            for o in outputs
+            if o["output_type"] == "stream" and o.get("name") == "stdout"
+        ).strip()
+        pts = float(g.get("points", 0))
+        exercise = g["grade_id"].removeprefix("check-")
+        if err is not None:
+            status = "wrong" if err.get("ename") == "CheckFailed" else "error"
+            v = Verdict(
+                name, exercise, 0.0, pts, status, f"{err.get('ename')}: {err.get('evalue')}"
+            )
+        elif "✓" in text:
+            v = Verdict(name, exercise, pts, pts, "correct", text.splitlines()[-1])
+        elif "this cell needs" in text:
+            v = Verdict(name, exercise, 0.0, pts, "unsolved", text.splitlines()[-1])
+        else:
+            v = Verdict(name, exercise, 0.0, pts, "not run", text)
+        out.append(v)
+    return out
+
+
+def execute(path: str | Path, timeout: int = 600) -> dict:
+    """Run a notebook top to bottom in smoke mode (``GCTM_SMOKE=1``), errors allowed, in a
+    temporary working directory; returns the executed notebook."""
+    import tempfile
+
+    try:
+        import nbformat
+        from nbclient import NotebookClient
+    except ImportError as err:
+        raise ImportError(
+            f"grading runs notebooks with nbclient and nbformat (pip install jupyterlab); {err}"
+        ) from err
+    nb = nbformat.read(str(path), as_version=4)
+    old = {k: os.environ.get(k) for k in ("GCTM_SMOKE", "NBGRADER_EXECUTION")}
+    os.environ["GCTM_SMOKE"] = "1"
+    os.environ.pop("NBGRADER_EXECUTION", None)
+    try:
+        with tempfile.TemporaryDirectory() as cwd:
+            NotebookClient(
+                nb,
+                timeout=timeout,
+                kernel_name="python3",
+                allow_errors=True,
+                resources={"metadata": {"path": cwd}},
+            ).execute()
+    finally:
+        for k, v in old.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+    return json.loads(nbformat.writes(nb))

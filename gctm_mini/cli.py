@@ -180,6 +180,8 @@ def cmd_export(args: argparse.Namespace) -> int:
 def cmd_classroom(args: argparse.Namespace) -> int:
     from .classroom import build
 
+    if args.action == "grade":
+        return _classroom_grade(args)
     changed = build(args.out, check=args.check)
     for path in changed:
         print(f"{'out of date' if args.check else 'wrote'}: {path}")
@@ -188,6 +190,31 @@ def cmd_classroom(args: argparse.Namespace) -> int:
         return 1
     if not changed:
         print("notebooks and student notebooks are up to date")
+    return 0
+
+
+def _classroom_grade(args: argparse.Namespace) -> int:
+    from .checkpoint import write_csv
+    from .classroom import execute, grade
+
+    rows = []
+    for name in args.notebooks:
+        path = Path(name)
+        if not path.is_file():
+            raise FileNotFoundError(f"no notebook at {path}")
+        nb = json.loads(path.read_text(encoding="utf-8")) if args.no_run else execute(path)
+        verdicts = grade(nb, str(path))
+        if not verdicts:
+            raise ValueError(f"{path} has no check cells (nbgrader test cells) to grade")
+        for v in verdicts:
+            print(
+                f"{path}  {v.exercise:<22} {v.points:g}/{v.max_points:g}  {v.status:<8} {v.message}"
+            )
+        total, most = sum(v.points for v in verdicts), sum(v.max_points for v in verdicts)
+        print(f"{path}  total {total:g}/{most:g}")
+        rows += [vars(v) for v in verdicts]
+    if args.csv:
+        print(f"wrote {write_csv(args.csv, rows)}")
     return 0
 
 
@@ -271,16 +298,23 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--json", default=None)
     ev.set_defaults(fn=cmd_eval)
 
-    cl = sub.add_parser(
-        "classroom",
-        help="stamp the notebooks (Colab cell, badges, nbgrader metadata) and build the "
-        "student notebooks",
+    cl = sub.add_parser("classroom", help="classroom tools: student notebooks and grading")
+    clsub = cl.add_subparsers(dest="action", required=True)
+    cb = clsub.add_parser(
+        "build",
+        help="stamp notebooks/ (Colab cell, badges, nbgrader metadata) and write the student "
+        "notebooks to notebooks/exercises/",
     )
-    cl.add_argument("action", choices=["build"])
-    cl.add_argument("--out", default=None, help="default: notebooks/exercises")
-    cl.add_argument(
+    cb.add_argument("--out", default=None, help="default: notebooks/exercises")
+    cb.add_argument(
         "--check", action="store_true", help="write nothing; exit 1 if anything is out of date"
     )
+    cg = clsub.add_parser(
+        "grade", help="run submitted student notebooks in smoke mode and read their checks"
+    )
+    cg.add_argument("notebooks", nargs="+", help="the submitted notebooks")
+    cg.add_argument("--no-run", action="store_true", help="read the outputs as they are")
+    cg.add_argument("--csv", default=None, help="also write the verdicts to this CSV file")
     cl.set_defaults(fn=cmd_classroom)
 
     x = sub.add_parser("export", help="write the EMA-only copy of a run's checkpoint (for sharing)")

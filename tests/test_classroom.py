@@ -24,10 +24,13 @@ from gctm_mini.classroom import (
     badge,
     build,
     colab_url,
+    execute,
     find_exercises,
+    grade,
     needs,
     stamp,
     stub_source,
+    to_exercise,
 )
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -46,10 +49,10 @@ def src(cell) -> str:
     return s if isinstance(s, str) else "".join(s)
 
 
-def notebook(*cells: tuple[str, str]) -> dict:
-    """A minimal notebook from (cell_type, source) pairs."""
+def notebook(*cells: tuple[str, str], first: int = 0) -> dict:
+    """A minimal notebook from (cell_type, source) pairs; cell ids count from ``first``."""
     out = []
-    for i, (kind, text) in enumerate(cells):
+    for i, (kind, text) in enumerate(cells, start=first):
         c = {"cell_type": kind, "id": f"c{i}", "metadata": {}, "source": text}
         if kind == "code":
             c.update(outputs=[], execution_count=None)
@@ -552,3 +555,81 @@ def test_colab_cell_does_nothing_outside_colab(tmp_path):
     assert calls == [] and not (content / Path(COLAB_DIR).name).exists()
     assert res["file"] != str(content / Path(COLAB_DIR).name / "gctm_mini" / "__init__.py")
     assert res["on_path"] == 0
+
+
+# ------------------------------------------------------------------ grading without nbgrader
+
+
+def executed_toy(*outputs: list) -> dict:
+    """The stamped toy student notebook with the given outputs in its check cell."""
+    nb = to_exercise(stamp(toy(), "notebooks/99_toy.ipynb"))
+    nb["cells"][4]["outputs"] = list(outputs)
+    return nb
+
+
+def stdout(text: str) -> dict:
+    return {"output_type": "stream", "name": "stdout", "text": text}
+
+
+def test_grade_reads_correct_unsolved_wrong_and_not_run():
+    ok = executed_toy(stdout("✓ flow-matching target: correct\n"))
+    needs_msg = "this cell needs Exercise 1 (`my_fm_target`): finish it above, then re-run\n"
+    wrong = executed_toy(
+        {"output_type": "error", "ename": "CheckFailed", "evalue": "sign flipped", "traceback": []}
+    )
+    verdicts = [grade(nb)[0] for nb in (ok, executed_toy(stdout(needs_msg)), wrong, executed_toy())]
+    assert [(v.exercise, v.points, v.max_points, v.status) for v in verdicts] == [
+        ("my_fm_target", 3, 3, "correct"),
+        ("my_fm_target", 0, 3, "unsolved"),
+        ("my_fm_target", 0, 3, "wrong"),
+        ("my_fm_target", 0, 3, "not run"),
+    ]
+    assert verdicts[2].message == "CheckFailed: sign flipped"
+
+
+def test_classroom_grade_cli_prints_totals_and_writes_csv(tmp_path, capsys):
+    from gctm_mini.cli import main
+
+    path = tmp_path / "alice.ipynb"
+    path.write_text(json.dumps(executed_toy(stdout("✓ flow-matching target: correct\n"))))
+    assert (
+        main(["classroom", "grade", "--no-run", str(path), "--csv", str(tmp_path / "g.csv")]) == 0
+    )
+    out = capsys.readouterr().out
+    assert "3/3  correct" in out and "total 3/3" in out
+    assert (tmp_path / "g.csv").read_text().splitlines()[1].startswith(f"{path},my_fm_target,3.0")
+    assert main(["classroom", "grade", "--no-run", str(tmp_path / "missing.ipynb")]) == 2
+    assert "error: no notebook at" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_classroom_grade_runs_a_submission_in_smoke_mode(tmp_path, monkeypatch):
+    monkeypatch.setenv("PYTHONPATH", str(ROOT))
+    second = (
+        "# Exercise 2: the interpolant\n"
+        "def my_interpolate(x0, x1, t):\n"
+        "    ### BEGIN SOLUTION\n"
+        "    return (1 - t) * x0 + t * x1\n"
+        "    ### END SOLUTION"
+    )
+    nb = toy(exercise=TOY_EXERCISE.replace("Exercise 1 (3 points)", "Exercise 1"))
+    nb["cells"][5:] = notebook(
+        ("code", second),
+        (
+            "code",
+            "with gm.classroom.needs(my_interpolate):\n    gm.checks.check_interpolant(my_interpolate)",
+        ),
+        ("code", "print('the end')"),
+        first=5,
+    )["cells"]
+    student = to_exercise(stamp(nb, "notebooks/99_toy.ipynb"))
+    wrong = src(student["cells"][3]).replace("raise NotImplementedError()", "return x0 - x1")
+    student["cells"][3]["source"] = wrong
+    path = tmp_path / "bob.ipynb"
+    path.write_text(json.dumps(student))
+    verdicts = grade(execute(path))
+    assert [(v.exercise, v.status) for v in verdicts] == [
+        ("my_fm_target", "wrong"),
+        ("my_interpolate", "unsolved"),
+    ]
+    assert "sign flipped" in verdicts[0].message
