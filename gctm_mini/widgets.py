@@ -76,10 +76,12 @@ class _Explorer:
     def _controls(self) -> dict:
         raise NotImplementedError
 
-    def png(self, dpi: int = 90) -> bytes:
-        """The current figure as PNG bytes."""
+    dpi = 90
+
+    def png(self) -> bytes:
+        """The current figure as PNG bytes (``dpi`` pixels per inch)."""
         buf = io.BytesIO()
-        self.fig.savefig(buf, format="png", dpi=dpi)
+        self.fig.savefig(buf, format="png", dpi=self.dpi)
         return buf.getvalue()
 
     def widget(self):
@@ -97,6 +99,7 @@ class _Explorer:
             r = self.update(**{k: v.value for k, v in controls.items()})
             label.value = r.readout() if hasattr(r, "readout") else str(r)
             image.value = self.png()
+            image.width = str(round(self.fig.get_figwidth() * self.dpi))  # no stretching
 
         for v in controls.values():
             v.observe(redraw, names="value")

@@ -3,7 +3,8 @@
 Starts a JupyterLab server on a free local port with a small notebook that shows the γ
 explorer, opens it in Debian's Chromium through Playwright (its own browser download is not
 used: ``executable_path`` points at the system Chromium), runs the cell, moves a slider with
-the keyboard and checks that the read-out changed. A screenshot is saved to
+the keyboard (the sliders report on release, ``continuous_update=False``) and checks that the
+read-out and the figure changed. A screenshot is saved to
 ``test-artifacts/widget.png``. Skipped, with the reason, when Chromium or Playwright is absent
 (``.ci/run`` installs both).
 """
@@ -133,14 +134,17 @@ def test_gamma_explorer_reacts_to_a_slider_in_chromium(lab):
                 ".map(e => e.textContent).join(' ')"
             )
             page.wait_for_function(f"() => ({readout})().includes('W2 to data')", timeout=180_000)
-            before = page.evaluate(readout)
+            figure = "() => document.querySelector('.jp-OutputArea-output img.widget-image').src"
+            before, before_png = page.evaluate(readout), page.evaluate(figure)
             handle = page.locator(".noUi-handle").nth(1)  # the NFE slider
             handle.focus()
             page.keyboard.press("ArrowRight")
             page.wait_for_function(f"() => ({readout})().includes('NFE = 2:')", timeout=120_000)
-            after = page.evaluate(readout)
             page.wait_for_selector("text=| Idle", timeout=60_000)  # let the figure redraw
+            after, after_png = page.evaluate(readout), page.evaluate(figure)
             page.screenshot(path=str(ARTIFACTS / "widget.png"))
         finally:
             browser.close()
     assert "NFE = 1" in before and "NFE = 2" in after, (before, after)
+    assert before_png.startswith("blob:") or before_png.startswith("data:image/png")
+    assert after_png != before_png  # the figure was redrawn, not only the read-out

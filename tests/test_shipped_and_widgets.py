@@ -128,6 +128,7 @@ def test_moving_a_widget_slider_redraws_the_readout_and_the_figure():
     assert "NFE = 1:" in before and png.startswith(b"\x89PNG")
     controls.children[1].value = 2  # the NFE slider
     assert "NFE = 2:" in label.value and bytes(image.value) != png
+    assert image.width == "450"  # shown at its own size (5 in at 90 dpi), not stretched
 
 
 # The public traits of the ipywidgets 7.6.5 classes, read from ipywidgets 7.6.5 itself
