@@ -488,7 +488,7 @@ HARNESS = textwrap.dedent(
     x = gm.assets.load_shipped("gctm_moons").G(torch.randn(8, 2), 1.0, 0.0)
     print(json.dumps({
         "file": gm.__file__,
-        "checkpoints": str(gm.assets.CHECKPOINT_DIR),
+        "checkpoints": str(gm.assets.checkpoint_dir()),
         "shape": list(x.shape),
         "on_path": sys.path.count(ns.get("GCTM_SRC")),
     }))
