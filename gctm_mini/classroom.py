@@ -354,11 +354,6 @@ def find_exercises(nb: dict, name: str = "notebook") -> list[Exercise]:
     return found
 
 
-def exercise_names(nb: dict) -> list[str]:
-    """The titles of a notebook's exercises."""
-    return [e.title for e in find_exercises(nb)]
-
-
 # ------------------------------------------------------------------ the build
 
 

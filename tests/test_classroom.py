@@ -479,6 +479,10 @@ HARNESS = textwrap.dedent(
         return real_run(cmd, *args, **kw)
 
     subprocess.run = fake_run
+    pre = "not imported"
+    if runs < 0:  # something imported gctm_mini before the cell: here, the namespace in cwd
+        import gctm_mini
+        pre, runs = gctm_mini.__file__, -runs
     code = compile(open(cell).read(), "<setup cell>", "exec")
     ns = {"__name__": "__main__"}
     for _ in range(runs):
@@ -491,6 +495,7 @@ HARNESS = textwrap.dedent(
         "checkpoints": str(gm.assets.checkpoint_dir()),
         "shape": list(x.shape),
         "on_path": sys.path.count(ns.get("GCTM_SRC")),
+        "pre": pre,
     }))
     """
 )
@@ -525,7 +530,8 @@ def test_colab_cell_survives_a_restart_and_imports_the_real_package(tmp_path):
     """First run clones and installs; a re-run in the same kernel and a run after "Restart
     session" (a fresh process, the clone present) clone and install nothing, and every time
     ``import gctm_mini`` is the clone's package with its shipped checkpoints — also with a
-    directory named like the package in the working directory (an older clone)."""
+    directory named like the package in the working directory (an older clone), and after
+    that directory was imported as an empty namespace package."""
     content = tmp_path / "content"
     (content / "gctm_mini").mkdir(parents=True)  # shadows the package as a namespace if allowed
     clone = content / Path(COLAB_DIR).name
@@ -539,8 +545,9 @@ def test_colab_cell_survives_a_restart_and_imports_the_real_package(tmp_path):
         "-e",
         str(clone),
     ]
-    restart, calls_after = run_colab_cell(cell, content, log)
+    restart, calls_after = run_colab_cell(cell, content, log, runs=-1)
     assert calls_after == []
+    assert restart["pre"] is None  # an empty namespace package was imported first
     for res in (first, restart):
         assert res["file"] == str(clone / "gctm_mini" / "__init__.py")
         assert res["checkpoints"] == str(clone / "data" / "checkpoints")
