@@ -537,12 +537,15 @@ def execute(path: str | Path, timeout: int = 600) -> dict:
     temporary working directory; returns the executed notebook."""
     import tempfile
 
+    from ._optional import MissingExtraError
+
     try:
         import nbformat
         from nbclient import NotebookClient
     except ImportError as err:
-        raise ImportError(
-            f"grading runs notebooks with nbclient and nbformat (pip install jupyterlab); {err}"
+        raise MissingExtraError(
+            f"grading runs notebooks with nbclient, which is not installed: "
+            f'pip install "gctm-mini[notebooks]" ({err})'
         ) from err
     nb = nbformat.read(str(path), as_version=4)
     old = {k: os.environ.get(k) for k in ("GCTM_SMOKE", "NBGRADER_EXECUTION")}
