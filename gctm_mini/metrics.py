@@ -97,21 +97,55 @@ METRICS: dict[str, Callable[[Tensor, Tensor], float]] = {
 }
 
 
-def data_floor(
-    data: Callable[..., Tensor], n: int, seeds: int = 3, metric: str = "w2", base_seed: int = 10_000
-) -> float:
-    """Mean ``metric`` between two independent n-point samples of ``data`` over ``seeds`` seeds."""
+def floor_values(
+    data: Callable[..., Tensor],
+    n: int,
+    seeds: int = 3,
+    metric: str = "w2",
+    base_seed: int = 20_000,
+) -> list[float]:
+    """The data–data floor seed by seed: ``metric(fresh_k, ref_k)`` for k < ``seeds``.
+
+    ``ref_k`` is the reference set :func:`quality_by_nfe` draws for seed k (the first n points
+    of ``data`` from a generator seeded ``base_seed + k``) and ``fresh_k`` the next n points of
+    the same stream, an independent sample. So the floor is measured by the same protocol and
+    against the same reference sets as the models it is printed beside.
+    """
     check_choice(metric, METRICS, "metric")
     vals = []
     for k in range(seeds):
         g = torch.Generator().manual_seed(base_seed + k)
-        vals.append(METRICS[metric](data(n, g), data(n, g)))
-    return float(np.mean(vals))
+        ref = data(n, g)
+        vals.append(METRICS[metric](data(n, g), ref))
+    return vals
+
+
+def data_floor(
+    data: Callable[..., Tensor],
+    n: int,
+    seeds: int = 3,
+    metric: str = "w2",
+    base_seed: int = 20_000,
+) -> float:
+    """Mean of :func:`floor_values`: two independent n-point samples of ``data``, ``seeds`` times."""
+    return float(np.mean(floor_values(data, n, seeds, metric, base_seed)))
+
+
+def mean_std(values: Sequence[float]) -> tuple[float, float]:
+    """Mean and (population) standard deviation of a list of per-seed results."""
+    v = np.asarray(values, dtype=np.float64)
+    return float(v.mean()), float(v.std())
+
+
+def format_pm(mean: float, std: float, digits: int = 3) -> str:
+    """``"0.142 ± 0.006"``: how every table of the course prints a result over seeds."""
+    return f"{mean:.{digits}f} ± {std:.{digits}f}"
 
 
 @dataclass
 class NFEReport:
-    """Quality by NFE: ``values[nfe]`` is the mean over seeds, ``stds[nfe]`` the spread."""
+    """Quality by NFE: ``values[nfe]`` is the mean over seeds, ``stds[nfe]`` the spread; the
+    floor likewise (``floor ± floor_std``, same seeds and reference sets)."""
 
     metric: str
     n: int
@@ -119,6 +153,11 @@ class NFEReport:
     floor: float
     values: dict[int, float] = field(default_factory=dict)
     stds: dict[int, float] = field(default_factory=dict)
+    floor_std: float = 0.0
+
+    def pm(self, nfe: int, digits: int = 3) -> str:
+        """``"mean ± std"`` at ``nfe``."""
+        return format_pm(self.values[nfe], self.stds[nfe], digits)
 
     def to_json(self) -> dict:
         return {
@@ -126,14 +165,19 @@ class NFEReport:
             "n": self.n,
             "seeds": self.seeds,
             "floor": self.floor,
+            "floor_std": self.floor_std,
             self.metric: {str(k): v for k, v in self.values.items()},
             "std": {str(k): v for k, v in self.stds.items()},
         }
 
     def table(self, label: str = "model") -> str:
-        head = f"{'NFE':>5} | {label:>10} | ratio to floor"
-        rows = [f"{nfe:>5} | {v:10.4f} | {v / self.floor:6.2f}×" for nfe, v in self.values.items()]
-        return "\n".join([head, *rows, f"floor | {self.floor:10.4f} | (data vs data, n={self.n})"])
+        head = f"{'NFE':>5} | {label + f' ({self.seeds} seeds)':>22} | ratio to floor"
+        rows = [
+            f"{nfe:>5} | {self.pm(nfe):>22} | {v / self.floor:6.2f}×"
+            for nfe, v in self.values.items()
+        ]
+        fl = format_pm(self.floor, self.floor_std)
+        return "\n".join([head, *rows, f"floor | {fl:>22} | (data vs data, n={self.n})"])
 
 
 def quality_by_nfe(
@@ -146,13 +190,16 @@ def quality_by_nfe(
     source: Callable[..., Tensor] | None = None,
     base_seed: int = 20_000,
     floor: float | None = None,
+    floor_std: float = 0.0,
 ) -> NFEReport:
     """Evaluate ``sampler(x1, nfe) -> x0`` against fresh data at each NFE.
 
-    For each seed: draw n source points (``source(n, g)``, default N(0, I)) and n fresh data
-    points, generate at every NFE, and measure ``metric``; report the mean over seeds with
-    the data–data floor at the same n (pass ``floor`` from an earlier report on the same data,
-    n, seeds and metric to skip recomputing it).
+    For each seed k: draw the reference set of n data points and n source points
+    (``source(n, g)``, default N(0, I)) from a generator seeded ``base_seed + k``, generate at
+    every NFE, and measure ``metric``; report mean ± std over seeds with the data–data floor
+    measured on the same reference sets (:func:`floor_values`). Pass ``floor`` (and
+    ``floor_std``) from an earlier report on the same data, n, seeds and metric to skip
+    recomputing it.
     """
     check_choice(metric, METRICS, "metric")
     fn = METRICS[metric]
@@ -166,12 +213,13 @@ def quality_by_nfe(
                 out = sampler(x1, nfe)
             per[nfe].append(fn(out, ref))
     if floor is None:
-        floor = data_floor(data, n, seeds, metric)
+        floor, floor_std = mean_std(floor_values(data, n, seeds, metric, base_seed))
     return NFEReport(
         metric,
         n,
         seeds,
         floor,
-        {k: float(np.mean(v)) for k, v in per.items()},
-        {k: float(np.std(v)) for k, v in per.items()},
+        {k: mean_std(v)[0] for k, v in per.items()},
+        {k: mean_std(v)[1] for k, v in per.items()},
+        floor_std,
     )

@@ -4,7 +4,15 @@ import pytest
 import torch
 
 from gctm_mini.data2d import DATASETS, GaussianMixture, as_sampler, make_dataset
-from gctm_mini.metrics import data_floor, mmd2, quality_by_nfe, sliced_w2, w2
+from gctm_mini.metrics import (
+    data_floor,
+    floor_values,
+    format_pm,
+    mmd2,
+    quality_by_nfe,
+    sliced_w2,
+    w2,
+)
 
 
 @pytest.mark.parametrize("name", list(DATASETS))
@@ -71,3 +79,18 @@ def test_floor_is_positive_and_quality_by_nfe_reports_it():
     assert rep.values[1] < 1.5 * floor
     bad = quality_by_nfe(lambda x1, nfe: data(len(x1)) * 1.5, data, [1], n=256, seeds=2)
     assert bad.values[1] > 1.8 * floor
+
+
+def test_floor_is_measured_on_the_reference_sets_of_the_report():
+    data = make_dataset("moons")
+    vals = floor_values(data, 128, seeds=3, base_seed=7)
+    for k, v in enumerate(vals):  # seed k: the report's reference set, then a fresh sample
+        g = torch.Generator().manual_seed(7 + k)
+        ref = data(128, g)
+        assert v == pytest.approx(w2(data(128, g), ref))
+    assert len(set(vals)) == 3
+    rep = quality_by_nfe(lambda x1, nfe: x1, data, [1], n=128, seeds=3, base_seed=7)
+    assert rep.floor == pytest.approx(float(np.mean(vals)))
+    assert rep.floor_std == pytest.approx(float(np.std(vals))) and rep.floor_std > 0
+    assert "±" in rep.table() and rep.pm(1) == format_pm(rep.values[1], rep.stds[1])
+    assert format_pm(0.14159, 0.00612) == "0.142 ± 0.006"
