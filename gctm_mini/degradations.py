@@ -5,7 +5,8 @@ samples):
 
 * ``sr2`` / ``sr4`` — bicubic down-sampling by 2 or 4 (antialiased) followed by bicubic
   up-sampling back to the input size: the low-resolution image on the full grid;
-* ``deblur`` — Gaussian blur, σ = 0.8 pixels (7×7 kernel, reflect padding);
+* ``deblur`` — Gaussian blur, σ = 0.8 pixels (7×7 kernel, reflect padding); σ = 0 is the
+  identity, the σ → 0 limit of the blur;
 * ``inpaint`` — a centre box (half the side) removed; the hole is filled with N(0, 1) noise
   (the measurement is the pixels outside the box).
 
@@ -27,23 +28,41 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from .randomness import noise_like
+from .validation import check_count, check_finite
 
 TASKS = ("sr2", "sr4", "deblur", "inpaint", "colorize", "edges")
 RESTORATION_TASKS = ("sr2", "sr4", "deblur", "inpaint")
 
 
 def gaussian_kernel(sigma: float, size: int | None = None) -> Tensor:
-    """Normalized 2-D Gaussian kernel ``(size, size)``; default size ``2⌈3σ⌉ + 1``."""
-    size = size or 2 * math.ceil(3 * sigma) + 1
+    """Normalized 2-D Gaussian kernel ``(size, size)``; default size ``2⌈3σ⌉ + 1`` (odd).
+
+    σ = 0 gives the discrete delta (1 at the centre, 0 elsewhere): the σ → 0 limit of the
+    normalized Gaussian, so blurring with it is the identity.
+    """
+    try:
+        sigma = float(sigma)
+    except (TypeError, ValueError) as err:
+        raise TypeError(f"sigma must be a number; got {type(sigma).__name__}") from err
+    if not (math.isfinite(sigma) and sigma >= 0):
+        raise ValueError(f"sigma must be a finite number ≥ 0 (pixels); got {sigma}")
+    size = 2 * math.ceil(3 * sigma) + 1 if size is None else size
+    if isinstance(size, bool) or not isinstance(size, int) or size < 1 or size % 2 == 0:
+        raise ValueError(f"kernel size must be an odd integer ≥ 1 (a centred kernel); got {size!r}")
     r = torch.arange(size, dtype=torch.float64) - (size - 1) / 2
+    if sigma == 0:
+        return (r[:, None].abs() + r[None, :].abs() == 0).float()
     k1 = torch.exp(-(r**2) / (2 * sigma**2))
     k = k1[:, None] * k1[None, :]
     return (k / k.sum()).float()
 
 
-def _check(x: Tensor) -> None:
-    if x.dim() != 4:
-        raise ValueError(f"images must be (B, C, H, W); got {tuple(x.shape)}")
+def _check(x: Tensor, name: str = "images") -> None:
+    check_finite(x, name)
+    if x.dim() != 4 or x.shape[0] == 0:
+        raise ValueError(f"{name} must be a batch (B ≥ 1, C, H, W); got {tuple(x.shape)}")
+    if not x.is_floating_point():
+        raise TypeError(f"{name} must be a floating-point tensor in [−1, 1]; got dtype {x.dtype}")
 
 
 class Degradation:
@@ -51,15 +70,22 @@ class Degradation:
 
     Args:
         task: one of :data:`TASKS`.
-        noise_fill: for ``inpaint``, fill the hole with N(0, 1) noise (``generator`` seeds it).
+        sigma: the ``deblur`` blur width in pixels, finite and ≥ 0 (0: the identity).
+
+    Every method checks its images: a finite floating batch ``(B, C, H, W)``, with sizes the
+    task can use (``sr2``/``sr4``: divisible by 2/4; ``deblur``: larger than the kernel
+    radius; ``inpaint``: at least 4×4 so the centre box is not the whole image;
+    ``colorize``/``edges``: 3 channels).
     """
 
     def __init__(self, task: str, sigma: float = 0.8) -> None:
         if task not in TASKS:
             raise ValueError(f"unknown task {task!r}; choose one of: {', '.join(TASKS)}")
         self.task = task
-        self.sigma = sigma
-        self._kernel = gaussian_kernel(sigma) if task == "deblur" else None
+        self._kernel = gaussian_kernel(sigma)  # validates sigma for every task
+        self.sigma = float(sigma)
+        if task != "deblur":
+            self._kernel = None
 
     @property
     def linear(self) -> bool:
@@ -72,14 +98,33 @@ class Degradation:
         m[..., H // 4 : H - H // 4, W // 4 : W - W // 4] = 0
         return m
 
+    def check(self, x: Tensor, name: str = "images") -> None:
+        """Raise a one-line error unless ``x`` is a batch this operator can act on."""
+        _check(x, name)
+        C, H, W = x.shape[1:]
+        if self.task in ("sr2", "sr4"):
+            f = 2 if self.task == "sr2" else 4
+            if H % f or W % f:
+                raise ValueError(f"{self.task} needs sizes divisible by {f}; got {H}×{W}")
+        elif self.task == "deblur":
+            pad = self._kernel.shape[-1] // 2
+            if min(H, W) <= pad:
+                raise ValueError(
+                    f"deblur with σ = {self.sigma} (radius {pad}) needs images larger than "
+                    f"{pad}×{pad} for its reflect padding; got {H}×{W}"
+                )
+        elif self.task == "inpaint":
+            if min(H, W) < 4:
+                raise ValueError(f"inpaint needs images of at least 4×4; got {H}×{W}")
+        elif C != 3:
+            raise ValueError(f"{self.task} needs RGB images (C = 3); got C = {C}")
+
     def clean(self, x: Tensor) -> Tensor:
         """The deterministic part of H (for inpainting: the masked image, hole = 0)."""
-        _check(x)
+        self.check(x)
         if self.task in ("sr2", "sr4"):
             f = 2 if self.task == "sr2" else 4
             H, W = x.shape[-2:]
-            if H % f or W % f:
-                raise ValueError(f"{self.task} needs sizes divisible by {f}; got {H}×{W}")
             low = F.interpolate(
                 x, scale_factor=1 / f, mode="bicubic", antialias=True, align_corners=False
             )
@@ -109,6 +154,12 @@ class Degradation:
         from ``noise`` if given, else drawn with ``generator``)."""
         y = self.clean(x)
         if self.task == "inpaint":
+            if noise is not None:
+                check_finite(noise, "noise")
+                if noise.shape != x.shape:
+                    raise ValueError(
+                        f"noise must have the shape of x, {tuple(x.shape)}; got {tuple(noise.shape)}"
+                    )
             z = noise if noise is not None else noise_like(x, generator)
             y = y + (1 - self.mask(x)) * z.to(x)
         return y
@@ -117,6 +168,7 @@ class Degradation:
         """:math:`H^\\top v` for a linear H (vector–Jacobian product of :meth:`clean`)."""
         if not (self.linear or self.task == "inpaint"):
             raise ValueError(f"{self.task} is not a linear measurement")
+        self.check(v, "v")
         x = torch.zeros_like(v, requires_grad=True)
         with torch.enable_grad():
             (g,) = torch.autograd.grad(self.clean(x), x, grad_outputs=v)
@@ -125,7 +177,20 @@ class Degradation:
     def project(self, x_hat: Tensor, y: Tensor, step: float = 1.0, iters: int = 1) -> Tensor:
         """Move ``x_hat`` towards ``{x : Hx = y}``: exact for inpainting (copy the observed
         pixels of ``y``); ``iters`` Landweber steps :math:`x + \\eta H^\\top(y - Hx)` otherwise
-        (many iterations from the degraded image give iterative back-projection)."""
+        (many iterations from the degraded image give iterative back-projection).
+
+        ``x_hat`` and ``y`` must have the same shape; ``step`` finite and > 0 (Landweber
+        converges for step < 2/‖H‖², and ‖H‖ ≤ 1 here up to the bicubic kernels' overshoot);
+        ``iters`` an integer ≥ 0."""
+        self.check(x_hat, "x_hat")
+        self.check(y, "y")
+        if x_hat.shape != y.shape:
+            raise ValueError(
+                f"x_hat and y must have the same shape; got {tuple(x_hat.shape)} and {tuple(y.shape)}"
+            )
+        if not (math.isfinite(float(step)) and step > 0):
+            raise ValueError(f"step must be a finite number > 0; got {step}")
+        check_count(iters, "iters", 0)
         if self.task == "inpaint":
             m = self.mask(x_hat)
             return m * y + (1 - m) * x_hat
@@ -141,4 +206,6 @@ class Degradation:
         """The measurement-consistent estimate without any network: ``iters`` Landweber steps
         from ``y`` itself (iterative back-projection); for inpainting ``y`` as it is (the
         observed pixels, hole at 0 = mid-grey)."""
+        self.check(y, "y")
+        check_count(iters, "iters", 0)
         return self.project(y, y, iters=iters) if self.linear else y

@@ -48,8 +48,13 @@ def sdedit(
 
 @torch.no_grad()
 def invert_ode(model: FlowMapModel, x0: Tensor, steps: int = 20) -> Tensor:
-    """Data → source with the learned velocity: Heun from t = 0 to 1 (``2·steps`` NFE)."""
-    return integrate(model._velocity, x0, torch.linspace(0.0, 1.0, steps + 1).to(x0), "heun")
+    """Data → source with the learned velocity: Heun from t = 0 to 1 (``2·steps`` NFE).
+
+    Solved in the model's dtype, returned in ``x0``'s."""
+    x = model.prepare(x0, "x0")
+    return integrate(model._velocity, x, torch.linspace(0.0, 1.0, steps + 1).to(x), "heun").to(
+        x0.dtype
+    )
 
 
 def slerp(a: Tensor, b: Tensor, w: float) -> Tensor:

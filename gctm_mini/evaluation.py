@@ -22,6 +22,7 @@ where they cannot be, :class:`MetricUnavailableError` says so. PSNR and SSIM
 
 from __future__ import annotations
 
+import math
 import time
 from pathlib import Path
 
@@ -31,6 +32,7 @@ from torch import Tensor, nn
 
 from ._optional import require
 from .checkpoint import checkpoint_path, load_checkpoint
+from .validation import check_finite
 
 
 class MetricUnavailableError(RuntimeError):
@@ -63,9 +65,26 @@ def random_feature_net(channels: int = 3, seed: int = 0) -> nn.Module:
     return Features()
 
 
+FEATURE_MIN_SIZE = 17
+"""Smallest image side for :func:`features`: four stride-2 convolutions must leave at least
+2×2 positions, or the per-channel standard deviation is undefined (NaN)."""
+
+
+def _check_images(x: Tensor, name: str, min_size: int = 1) -> None:
+    check_finite(x, name)
+    if x.dim() != 4 or x.shape[0] == 0:
+        raise ValueError(f"{name} must be a batch of images (N ≥ 1, C, H, W); got {tuple(x.shape)}")
+    if min(x.shape[-2:]) < min_size:
+        raise ValueError(
+            f"{name} must be at least {min_size}×{min_size} pixels; got {x.shape[-2]}×{x.shape[-1]}"
+        )
+
+
 @torch.no_grad()
 def features(x: Tensor, net: nn.Module | None = None, batch: int = 500) -> Tensor:
-    """Random features ``(N, 512)`` of images ``x: (N, C, H, W)`` in [−1, 1] (float64)."""
+    """Random features ``(N, 512)`` of images ``x: (N, C, H, W)`` in [−1, 1] (float64);
+    H, W ≥ :data:`FEATURE_MIN_SIZE`."""
+    _check_images(x, "x", FEATURE_MIN_SIZE)
     net = net or random_feature_net(x.shape[1])
     return torch.cat(
         [net(x[i : i + batch].float().cpu()) for i in range(0, len(x), batch)]
@@ -73,7 +92,21 @@ def features(x: Tensor, net: nn.Module | None = None, batch: int = 500) -> Tenso
 
 
 def frechet_distance(fa: Tensor, fb: Tensor) -> float:
-    """Fréchet distance between Gaussian fits of two feature sets ``(N, d)``."""
+    """Fréchet distance between Gaussian fits of two feature sets ``(N, d)``, ``(M, d)``.
+
+    Each set needs N ≥ 2 samples (a covariance needs two); N < d is allowed (a singular
+    covariance is still positive semi-definite) but the estimate is then noisy.
+    """
+    for name, f in (("fa", fa), ("fb", fb)):
+        check_finite(f, name)
+        if f.dim() != 2 or f.shape[0] < 2:
+            raise ValueError(
+                f"{name} must be (N, d) features with N ≥ 2 samples (a covariance needs two); "
+                f"got {tuple(f.shape)}"
+            )
+    if fa.shape[1] != fb.shape[1]:
+        raise ValueError(f"feature sets differ in dimension: {fa.shape[1]} and {fb.shape[1]}")
+    fa, fb = fa.double(), fb.double()
     mu_a, mu_b = fa.mean(0), fb.mean(0)
     ca, cb = torch.cov(fa.T), torch.cov(fb.T)
     # tr((Ca Cb)^{1/2}) via the eigenvalues of Ca^{1/2} Cb Ca^{1/2} (symmetric, PSD)
@@ -84,7 +117,15 @@ def frechet_distance(fa: Tensor, fb: Tensor) -> float:
 
 
 def rfd(generated: Tensor, reference: Tensor) -> float:
-    """Random-feature Fréchet distance between two image sets (see the module docstring)."""
+    """Random-feature Fréchet distance between two image sets (see the module docstring);
+    each needs at least 2 images of the same channels, at least 17×17."""
+    _check_images(generated, "generated", FEATURE_MIN_SIZE)
+    _check_images(reference, "reference", FEATURE_MIN_SIZE)
+    if generated.shape[1] != reference.shape[1]:
+        raise ValueError(
+            f"generated and reference differ in channels: {generated.shape[1]} and "
+            f"{reference.shape[1]}"
+        )
     net = random_feature_net(generated.shape[1])
     return frechet_distance(features(generated, net), features(reference, net))
 
@@ -233,14 +274,31 @@ def evaluate_images(
 
 
 def psnr_ssim(pred: Tensor, target: Tensor) -> tuple[float, float]:
-    """Mean PSNR (dB) and SSIM over a batch in [−1, 1] (scikit-image, data range 2)."""
+    r"""Mean PSNR (dB) and SSIM over a batch ``(B, C, H, W)`` in [−1, 1] (scikit-image, data
+    range 2, 7×7 SSIM window, so H, W ≥ 7).
+
+    :math:`\mathrm{PSNR} = 10\log_{10}(2^2 / \mathrm{MSE})` per image: an image identical to
+    its target (MSE = 0) has PSNR = +inf, and then so has the mean; that is the exact value,
+    returned on purpose. SSIM is finite for any finite images (constant ones included).
+    """
     skmetrics = require("skimage.metrics", "PSNR/SSIM")
     peak_signal_noise_ratio = skmetrics.peak_signal_noise_ratio
     structural_similarity = skmetrics.structural_similarity
 
-    p = pred.clamp(-1, 1).permute(0, 2, 3, 1).cpu().numpy().astype(np.float64)
-    t = target.clamp(-1, 1).permute(0, 2, 3, 1).cpu().numpy().astype(np.float64)
-    ps = [peak_signal_noise_ratio(a, b, data_range=2.0) for a, b in zip(t, p, strict=True)]
+    _check_images(pred, "pred", 7)
+    _check_images(target, "target", 7)
+    if pred.shape != target.shape:
+        raise ValueError(
+            f"pred and target must have the same shape; got {tuple(pred.shape)} and "
+            f"{tuple(target.shape)}"
+        )
+    p = pred.detach().clamp(-1, 1).permute(0, 2, 3, 1).cpu().numpy().astype(np.float64)
+    t = target.detach().clamp(-1, 1).permute(0, 2, 3, 1).cpu().numpy().astype(np.float64)
+    mse = ((p - t) ** 2).reshape(len(p), -1).mean(1)
+    ps = [
+        math.inf if e == 0 else peak_signal_noise_ratio(a, b, data_range=2.0)
+        for a, b, e in zip(t, p, mse, strict=True)
+    ]
     ss = [
         structural_similarity(a, b, data_range=2.0, channel_axis=-1)
         for a, b in zip(t, p, strict=True)

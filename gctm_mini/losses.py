@@ -22,7 +22,7 @@ from torch import Tensor
 
 from .parameterization import FlowMapModel
 from .randomness import Draws
-from .validation import broadcast_time, check_choice
+from .validation import broadcast_time, check_choice, check_finite
 
 FM_TIME_SAMPLERS = ("lognormal", "uniform", "beta31")
 
@@ -73,8 +73,14 @@ def fm_loss(model: FlowMapModel, x0: Tensor, x1: Tensor, t: Tensor) -> Tensor:
 
     Args:
         model: the flow-map model.
-        x0: data ``(B, *D)``; x1: coupled source ``(B, *D)``; t: ``(B,)`` in (0, 1].
+        x0: data ``(B, *D)``; x1: coupled source ``(B, *D)``; t: ``(B,)`` in [0, 1]
+            (the loss is finite at t = 0; training draws t in (0, 1]).
+
+    Raises ``ValueError`` (one line) for mismatched shapes, NaN/inf in x0, x1 or t, t outside
+    [0, 1], or tensors on another device than the model; floating inputs of another dtype
+    are cast to the model's. The value checks cost one host–device synchronization.
     """
+    x0, x1, t = _check_fm_inputs(model, x0, x1, t)
     c = model.coefficients(t, x0)
     tb = broadcast_time(t, x0)
     xt = (1 - tb) * x0 + tb * x1
@@ -82,3 +88,37 @@ def fm_loss(model: FlowMapModel, x0: Tensor, x1: Tensor, t: Tensor) -> Tensor:
     label = model.label(t)
     pred = model.net(c["c_in"] * xt, label, label)
     return (pred - target).pow(2).flatten(1).sum(1).mean()
+
+
+def _check_fm_inputs(
+    model: FlowMapModel, x0: Tensor, x1: Tensor, t: Tensor
+) -> tuple[Tensor, Tensor, Tensor]:
+    """Shapes, dtypes and devices without synchronizing; all value checks in one ``bool``."""
+    for name, v in (("x0", x0), ("x1", x1), ("t", t)):
+        if not torch.is_tensor(v):
+            raise TypeError(f"{name} must be a torch.Tensor; got {type(v).__name__}")
+        if not v.is_floating_point():
+            raise TypeError(f"{name} must be a floating-point tensor; got dtype {v.dtype}")
+    shape = tuple(model.data_shape)
+    if x0.dim() < 2 or tuple(x0.shape[1:]) != shape or x0.shape[0] == 0:
+        raise ValueError(
+            f"x0 must have shape (B, {', '.join(map(str, shape))}); got {tuple(x0.shape)}"
+        )
+    if x1.shape != x0.shape:
+        raise ValueError(f"x1 must have the shape of x0, {tuple(x0.shape)}; got {tuple(x1.shape)}")
+    B = x0.shape[0]
+    if t.shape != (B,):
+        raise ValueError(f"t must have shape ({B},), one time per sample; got {tuple(t.shape)}")
+    ref = model._weights_like()
+    for name, v in (("x0", x0), ("x1", x1), ("t", t)):
+        if v.device != ref.device:
+            raise ValueError(f"{name} is on {v.device} but the model is on {ref.device}")
+    ok = torch.isfinite(x0).all() & torch.isfinite(x1).all() & ((t >= 0) & (t <= 1)).all()
+    if not bool(ok):  # the only synchronization; find what is wrong only on failure
+        check_finite(x0, "x0")
+        check_finite(x1, "x1")
+        check_finite(t, "t")
+        raise ValueError(
+            f"t must lie in [0, 1]; got values in [{float(t.min()):.4g}, {float(t.max()):.4g}]"
+        )
+    return x0.to(ref.dtype), x1.to(ref.dtype), t.to(ref.dtype)

@@ -11,6 +11,7 @@ measures that floor at the same sample size, and every report puts it beside the
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
@@ -19,7 +20,7 @@ import ot
 import torch
 from torch import Tensor
 
-from .validation import check_batch, check_choice
+from .validation import check_batch, check_choice, check_count, check_finite
 
 
 def w2(x: Tensor, y: Tensor) -> float:
@@ -35,11 +36,14 @@ def w2(x: Tensor, y: Tensor) -> float:
 
 
 def sliced_w2(x: Tensor, y: Tensor, n_proj: int = 512, seed: int = 0) -> float:
-    """Sliced W2 with ``n_proj`` random unit directions (equal sample sizes)."""
+    """Sliced W2 with ``n_proj`` ≥ 1 random unit directions (equal sample sizes)."""
     check_batch(x, name="x")
     check_batch(y, tuple(x.shape[1:]), name="y")
     if x.shape[0] != y.shape[0]:
-        raise ValueError("sliced_w2 needs equal sample sizes")
+        raise ValueError(
+            f"sliced_w2 needs equal sample sizes; got {x.shape[0]} and {y.shape[0]} points"
+        )
+    check_count(n_proj, "n_proj")
     g = torch.Generator().manual_seed(seed)
     d = x[0].numel()
     theta = torch.randn(d, n_proj, generator=g, dtype=torch.float64)
@@ -50,9 +54,21 @@ def sliced_w2(x: Tensor, y: Tensor, n_proj: int = 512, seed: int = 0) -> float:
 
 
 def mmd2(x: Tensor, y: Tensor, bandwidths: Sequence[float] = (0.1, 0.2, 0.5, 1.0, 2.0)) -> float:
-    r"""Unbiased MMD² with :math:`k(a, b) = \sum_h \exp(-\|a - b\|^2 / (2h^2))` (can dip below 0)."""
+    r"""Unbiased MMD² with :math:`k(a, b) = \sum_h \exp(-\|a - b\|^2 / (2h^2))` (can dip below 0).
+
+    The unbiased estimator averages over pairs of distinct points, so each set needs at
+    least 2 points; ``bandwidths`` h must be finite and > 0 (at least one).
+    """
     check_batch(x, name="x")
     check_batch(y, tuple(x.shape[1:]), name="y")
+    if x.shape[0] < 2 or y.shape[0] < 2:
+        raise ValueError(
+            f"mmd2 needs at least 2 points per set (it averages over distinct pairs); "
+            f"got {x.shape[0]} and {y.shape[0]}"
+        )
+    bandwidths = [float(h) for h in bandwidths]
+    if not bandwidths or not all(math.isfinite(h) and h > 0 for h in bandwidths):
+        raise ValueError(f"bandwidths must be finite numbers > 0 (at least one); got {bandwidths}")
     a, b = x.detach().flatten(1).double().cpu(), y.detach().flatten(1).double().cpu()
 
     def k(u: Tensor, v: Tensor) -> Tensor:
@@ -79,8 +95,16 @@ def straightness(path: Tensor, times: Tensor) -> float:
     the discrete form of Liu et al.'s :math:`\int_0^1 E\|(X_1 - X_0) - v(x_t, t)\|^2 dt` along
     the trajectories. A straight path can be integrated exactly by one Euler step.
     """
-    if path.dim() < 3 or times.shape != (path.shape[0],):
-        raise ValueError("path must be (K + 1, B, *D) with times (K + 1,)")
+    if path.dim() < 3 or times.shape != (path.shape[0],) or path.shape[0] < 2:
+        raise ValueError(
+            f"path must be (K + 1, B, *D) with K ≥ 1 and times (K + 1,); got path "
+            f"{tuple(path.shape)} and times {tuple(times.shape)}"
+        )
+    check_finite(path, "path")
+    check_finite(times, "times")
+    d = times[1:] - times[:-1]
+    if not (bool((d > 0).all()) or bool((d < 0).all())):
+        raise ValueError(f"times must be strictly monotone; got {times.tolist()}")
     p = path.detach().flatten(2).double().cpu()
     tt = times.detach().double().cpu()
     h = tt[1:] - tt[:-1]
@@ -109,9 +133,12 @@ def floor_values(
     ``ref_k`` is the reference set :func:`quality_by_nfe` draws for seed k (the first n points
     of ``data`` from a generator seeded ``base_seed + k``) and ``fresh_k`` the next n points of
     the same stream, an independent sample. So the floor is measured by the same protocol and
-    against the same reference sets as the models it is printed beside.
+    against the same reference sets as the models it is printed beside. ``seeds`` ≥ 1;
+    ``n`` ≥ 1 (≥ 2 for ``mmd2``).
     """
     check_choice(metric, METRICS, "metric")
+    check_count(seeds, "seeds")
+    check_count(n, "n", 2 if metric == "mmd2" else 1)
     vals = []
     for k in range(seeds):
         g = torch.Generator().manual_seed(base_seed + k)
@@ -202,6 +229,12 @@ def quality_by_nfe(
     recomputing it.
     """
     check_choice(metric, METRICS, "metric")
+    check_count(seeds, "seeds")
+    check_count(n, "n", 2 if metric == "mmd2" else 1)
+    if len(nfes) == 0:
+        raise ValueError("nfes must list at least one NFE")
+    for k in nfes:
+        check_count(k, "every NFE")
     fn = METRICS[metric]
     per: dict[int, list[float]] = {int(k): [] for k in nfes}
     for k in range(seeds):

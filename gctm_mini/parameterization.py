@@ -112,7 +112,8 @@ class FlowMapModel(nn.Module):
     s > t (inversion, data → source) is allowed too.
 
     The public methods validate their inputs (shapes, finite values, times in [0, 1],
-    ``s ≤ t`` unless bidirectional); the underscored ones (``_g``, ``_G``, ``_velocity``) skip the checks for
+    ``s ≤ t`` unless bidirectional, a floating dtype — cast to the model's — and the model's
+    device); the underscored ones (``_g``, ``_G``, ``_velocity``) skip the checks for
     training loops that draw valid times themselves.
     """
 
@@ -174,32 +175,63 @@ class FlowMapModel(nn.Module):
         lt = self.label(t)
         return c["a_vel"] * x - c["kappa"] * self.net(c["c_in"] * x, lt, lt)
 
+    def _weights_like(self) -> Tensor:
+        """A tensor with the dtype and device of the network's weights (a buffer if none)."""
+        return next(self.net.parameters(), self.v0)
+
     # ----- public, checked -----------------------------------------------------------
+    def prepare(self, x: Tensor, name: str = "x") -> Tensor:
+        """Check ``x`` as a batch ``(B, *D)`` for this model and return it in the model's dtype.
+
+        Any floating dtype is accepted (float64 from the oracle or NumPy, half precision):
+        ``x`` is cast to the dtype of the model's weights, and the public methods return
+        their result in ``x``'s own dtype. Integer or complex tensors, a tensor on another
+        device, a wrong shape or NaN/inf raise one clear error.
+        """
+        if not torch.is_tensor(x):
+            raise TypeError(f"{name} must be a torch.Tensor; got {type(x).__name__}")
+        ref = self._weights_like()
+        if not x.is_floating_point():
+            raise TypeError(
+                f"{name} must be a floating-point tensor (the model computes in {ref.dtype}); "
+                f"got dtype {x.dtype}"
+            )
+        if x.device != ref.device:
+            raise ValueError(
+                f"{name} is on {x.device} but the model is on {ref.device}; "
+                f"move one of them (e.g. {name}.to({str(ref.device)!r}))"
+            )
+        check_batch(x, self.data_shape, name)
+        return x if x.dtype == ref.dtype else x.to(ref.dtype)
+
     def _check(self, x: Tensor, t, s=None):
-        check_batch(x, self.data_shape)
+        x = self.prepare(x)
         t = as_time(t, x.shape[0], x, "t")
         if s is None:
-            return t
+            return x, t
         s = as_time(s, x.shape[0], x, "s")
         if not self.bidirectional:
             check_order(t, s)
-        return t, s
+        return x, t, s
 
     def g(self, x: Tensor, t: Tensor | float, s: Tensor | float) -> Tensor:
-        """Data predictor :math:`g_\\theta(x, t, s)`; ``x: (B, *D)``, ``t, s`` floats or ``(B,)``."""
-        t, s = self._check(x, t, s)
-        return self._g(x, t, s)
+        """Data predictor :math:`g_\\theta(x, t, s)`; ``x: (B, *D)``, ``t, s`` floats or ``(B,)``.
+
+        Returned in ``x``'s dtype (computed in the model's, see :meth:`prepare`)."""
+        xm, t, s = self._check(x, t, s)
+        return self._g(xm, t, s).to(x.dtype)
 
     def G(self, x: Tensor, t: Tensor | float, s: Tensor | float) -> Tensor:
         """Flow map :math:`G_\\theta(x, t, s)` for :math:`0 \\le s \\le t \\le 1` (any s, t if
-        bidirectional); ``(B, *D)``."""
-        t, s = self._check(x, t, s)
-        return self._G(x, t, s)
+        bidirectional); ``(B, *D)`` in ``x``'s dtype."""
+        xm, t, s = self._check(x, t, s)
+        return self._G(xm, t, s).to(x.dtype)
 
     def velocity(self, x: Tensor, t: Tensor | float) -> Tensor:
-        """Learned velocity :math:`v_\\theta(x, t) = (x - g_\\theta(x, t, t)) / t` (finite at t = 0)."""
-        t = self._check(x, t)
-        return self._velocity(x, t)
+        """Learned velocity :math:`v_\\theta(x, t) = (x - g_\\theta(x, t, t)) / t` (finite at t = 0),
+        in ``x``'s dtype."""
+        xm, t = self._check(x, t)
+        return self._velocity(xm, t).to(x.dtype)
 
     def forward(self, x: Tensor, t: Tensor | float, s: Tensor | float) -> Tensor:
         return self.G(x, t, s)

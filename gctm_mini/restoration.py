@@ -51,6 +51,7 @@ the diffusion-posterior-sampling correction
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 
 import torch
@@ -60,6 +61,7 @@ from .degradations import Degradation
 from .parameterization import FlowMapModel
 from .randomness import noise_like
 from .timegrid import uniform_grid
+from .validation import check_count
 
 START_TIMES = (0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0)
 """Candidate start times t₀ for :func:`choose_start_time`."""
@@ -87,6 +89,11 @@ def restore_supervised(
     """
     from .sampling import sample_multistep
 
+    check_count(nfe, "nfe")
+    check_count(iters, "iters", 0)
+    if not (math.isfinite(float(eps)) and eps >= 0):
+        raise ValueError(f"eps must be a finite number ≥ 0; got {eps}")
+    _check_measurement(model, y_input, consistency, "y_input")
     x1 = y_input
     if eps > 0:
         x1 = x1 + eps * noise_like(x1, generator)
@@ -103,8 +110,8 @@ def trajectory_start(
     r""":math:`x_{t_0}` for zero-shot restoration: pure source noise at ``t_start = 1``, else
     :math:`(1 - t_0)\,\Pi^\infty_y(y) + t_0 z` with the back-projected measurement
     (:meth:`~gctm_mini.degradations.Degradation.back_project`)."""
-    if not 0.0 < t_start <= 1.0:
-        raise ValueError(f"t_start must be in (0, 1]; got {t_start}")
+    _check_t_start(t_start)
+    op.check(y, "y")
     z = noise_like(y, generator)
     if t_start == 1.0:
         return z
@@ -122,16 +129,26 @@ def zero_shot_restore(
     generator: torch.Generator | None = None,
     t_start: float = 1.0,
 ) -> Tensor:
-    """Zero-shot restoration with an unconditional flow-map model (module docstring).
+    r"""Zero-shot restoration with an unconditional flow-map model (module docstring).
 
     Args:
         model: unconditional model (noise → images), e.g. trained with ``--config patches_cpu``.
         y: the measurement ``H(x0)`` (for inpainting: the masked image), ``(B, C, H, W)``.
         op: the degradation (:class:`~gctm_mini.degradations.Degradation`).
-        nfe: number of jumps K; ``eta``: fresh-noise fraction; ``final_iters``: projection
-            iterations after the last jump; ``t_start``: where the trajectory starts
-            (:func:`trajectory_start`).
+        nfe: number of jumps K ≥ 1; ``eta``: fresh-noise fraction, in [0, 1] — the
+            re-noised source :math:`\sqrt{1-\eta^2}\,\hat\varepsilon + \eta z` keeps unit
+            variance only there (η > 1 would need the square root of a negative number);
+            ``final_iters``: projection iterations after the last jump (≥ 0); ``t_start``:
+            where the trajectory starts, in (0, 1] (:func:`trajectory_start`).
+
+    ``y`` must be a finite batch with the model's sample shape that ``op`` accepts.
     """
+    check_count(nfe, "nfe")
+    check_count(final_iters, "final_iters", 0)
+    if not (math.isfinite(float(eta)) and 0.0 <= eta <= 1.0):
+        raise ValueError(f"eta must lie in [0, 1] (the fresh-noise fraction); got {eta}")
+    _check_t_start(t_start)
+    _check_measurement(model, y, op, "y")
     times = uniform_grid(nfe, t_start, dtype=y.dtype).to(y.device)
     x = trajectory_start(op, y, t_start, generator)
     x0_hat = x
@@ -161,8 +178,13 @@ def dps_ode(
 
     ``zeta`` scales the gradient of :math:`\|y - H(\hat x_0(x))\|` (per image). Each step
     costs one network evaluation plus its backward pass. ``t_start`` as in
-    :func:`zero_shot_restore`.
+    :func:`zero_shot_restore`; ``nfe`` ≥ 1; ``zeta`` finite and ≥ 0.
     """
+    check_count(nfe, "nfe")
+    if not (math.isfinite(float(zeta)) and zeta >= 0):
+        raise ValueError(f"zeta must be a finite number ≥ 0; got {zeta}")
+    _check_t_start(t_start)
+    _check_measurement(model, y, op, "y")
     times = uniform_grid(nfe, t_start, dtype=y.dtype).to(y.device)
     x = trajectory_start(op, y, t_start, generator)
     for i in range(nfe):
@@ -192,6 +214,8 @@ def choose_start_time(
 
     if not candidates:
         raise ValueError("need at least one candidate start time")
+    for t0 in candidates:
+        _check_t_start(t0)
     scores = {float(t0): psnr_ssim(restore(float(t0)), target)[0] for t0 in candidates}
     return max(scores, key=scores.get), scores
 
@@ -203,3 +227,24 @@ def restoration_table(
     from .evaluation import psnr_ssim
 
     return {name: psnr_ssim(x, target) for name, x in restored.items()}
+
+
+def _check_t_start(t_start: float) -> None:
+    try:
+        ok = 0.0 < float(t_start) <= 1.0
+    except (TypeError, ValueError):
+        ok = False
+    if not ok:
+        raise ValueError(f"t_start must lie in (0, 1]; got {t_start!r}")
+
+
+def _check_measurement(model: FlowMapModel, y: Tensor, op: Degradation | None, name: str) -> None:
+    """``y`` is a measurement the operator accepts, shaped like the model's samples."""
+    if op is not None:
+        op.check(y, name)
+    shape = tuple(getattr(model, "data_shape", ()) or ())
+    if shape and tuple(y.shape[1:]) != shape:
+        raise ValueError(
+            f"{name} must have the model's sample shape (B, {', '.join(map(str, shape))}); "
+            f"got {tuple(y.shape)}"
+        )

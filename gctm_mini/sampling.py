@@ -49,10 +49,19 @@ def sample_ode(
 
     Euler uses ``nfe`` uniform steps; Heun uses ``(nfe + 1) // 2`` steps (the last, landing on
     0, is an Euler step), so its true cost is ``2·steps − 1`` ≤ ``nfe``.
+
+    ``x1: (B, *D)`` of any floating dtype: the ODE is solved in the model's dtype and the
+    result (and path) returned in ``x1``'s.
     """
-    check_batch(x1, model.data_shape, "x1")
-    times = uniform_grid(steps_for_nfe(nfe, method), dtype=x1.dtype).to(x1.device)
-    return integrate(model._velocity, x1, times, method, return_path=return_path)
+    if isinstance(model, FlowMapModel):
+        x = model.prepare(x1, "x1")
+    else:
+        x = check_batch(x1, getattr(model, "data_shape", None), "x1")
+    times = uniform_grid(steps_for_nfe(nfe, method), dtype=x.dtype).to(x.device)
+    out = integrate(model._velocity, x, times, method, return_path=return_path)
+    if return_path:
+        return out[0].to(x1.dtype), out[1].to(x1.dtype)
+    return out.to(x1.dtype)
 
 
 @torch.no_grad()

@@ -69,7 +69,9 @@ def integrate(
 
     Args:
         v: velocity ``v(x, t)`` with per-sample ``t: (B,)``.
-        x: state at ``times[0]``, ``(B, *D)``.
+        x: state at ``times[0]``, ``(B, *D)``, floating point; ``v`` must accept its dtype
+            and device (``FlowMapModel.velocity`` accepts any floating dtype and answers in
+            it; the unchecked ``_velocity`` needs the model's own dtype).
         times: ``(K + 1,)`` monotone grid in [0, 1] (descending = source → data).
         method: ``"euler"`` or ``"heun"``.
         return_path: also return the states at every grid time, ``(K + 1, B, *D)``.
@@ -78,7 +80,7 @@ def integrate(
         state at ``times[-1]`` (and the path if asked).
     """
     check_choice(method, METHODS, "ODE method")
-    check_batch(x)
+    _check_state(x)
     times = _check_grid(times)
     path = [x] if return_path else None
     B = x.shape[0]
@@ -115,7 +117,7 @@ def integrate_per_sample(
         ``(B, *D)`` at the end times (unchanged where ``start_idx == end_idx``).
     """
     check_choice(method, METHODS, "ODE method")
-    check_batch(x)
+    _check_state(x)
     grid = _check_grid(grid)
     if bool((grid[1:] <= grid[:-1]).any()):
         raise ValueError("grid must be strictly ascending for integrate_per_sample")
@@ -138,6 +140,12 @@ def integrate_per_sample(
         x[active] = _step(v, x[active], grid[cur[active]], grid[nxt[active]], method)
         cur = torch.where(active, nxt, cur)
     return x
+
+
+def _check_state(x: Tensor) -> None:
+    check_batch(x)
+    if not x.is_floating_point():
+        raise TypeError(f"x must be a floating-point tensor; got dtype {x.dtype}")
 
 
 def _check_grid(times: Tensor) -> Tensor:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -71,6 +72,13 @@ def check_order(t: Tensor, s: Tensor, tname: str = "t", sname: str = "s") -> Non
             f"{sname} must satisfy 0 ≤ {sname} ≤ {tname} ≤ 1 (time runs from the source at 1 "
             f"to the data at 0); got {tname}={float(t[i]):.4g}, {sname}={float(s[i]):.4g}"
         )
+
+
+def check_count(value: int, name: str, minimum: int = 1) -> int:
+    """Require an ``int`` (not a bool) ≥ ``minimum``, e.g. a number of steps, seeds or samples."""
+    if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < minimum:
+        raise ValueError(f"{name} must be an integer ≥ {minimum}; got {value!r}")
+    return int(value)
 
 
 def check_choice(value: str, choices: Iterable[str], what: str) -> str:
