@@ -122,10 +122,11 @@ def test_couple_sinkhorn_is_one_to_one_at_small_eps():
 
 @pytest.mark.slow
 @pytest.mark.parametrize("eps", EPS_SWEEP)
-def test_couple_sinkhorn_is_one_to_one_on_50_moons_batches(eps):
-    x0, x1, _ = _moons_batches(50)
+def test_couple_sinkhorn_is_one_to_one_on_20_moons_batches(eps):
+    # couple() end to end at its defaults (100 iterations); 50 batches: the test above
+    x0, x1, _ = _moons_batches(20)
     g = torch.Generator().manual_seed(2)
-    for k in range(50):
+    for k in range(20):
         info = couple(x0[k], x1[k], "sinkhorn", reg=eps, generator=g)[2]
         assert info.distinct_x0 == 256, (k, info)
 
