@@ -28,11 +28,12 @@ from torch import Tensor
 
 from .consistency import bcm_loss, cd_loss, ct_loss, ctm_loss, gctm_loss
 from .ema import EMA
-from .losses import fm_loss, sample_fm_times
+from .interpolant import SIGMA_MIN
+from .losses import FM_TIME_SAMPLERS, fm_loss, sample_fm_times
 from .parameterization import FlowMapModel
 from .randomness import Draws
 from .timegrid import curriculum_N, fine_grid
-from .validation import check_choice
+from .validation import check_fields, knob
 
 METHODS = ("fm", "cd", "ct", "ctm", "gctm", "bcm")
 NEEDS_TEACHER = ("cd", "ctm")
@@ -42,27 +43,45 @@ DEFAULT_STEPS_2D = {"fm": 12000, "cd": 3000, "ct": 4000, "ctm": 3000, "gctm": 25
 
 @dataclass
 class MethodFields:
-    """The knobs every method reads (mixed into the run configs)."""
+    """The knobs every method reads (mixed into the run configs); each field's meaning and
+    valid range are declared with it (:func:`~gctm_mini.validation.knob`)."""
 
-    method: str = "fm"
-    steps: int = 0
-    fm_times: str = "uniform"
-    fm_source_prob: float = 0.0
-    lam: float = 1.0
-    weighted: bool = True
-    n_start: int = 4
-    n_cap: int = 16
-    n_double_every: int = 0
-    cd_n: int = 16
-    target_decay: float = 0.95
-    sigma_max: float = 80.0
-    grid_jitter: bool = True
+    method: str = knob("fm", "training method", choices=METHODS, what="method")
+    steps: int = knob(0, "training steps (0 = the method's default; 2D runs only)", ge=0)
+    fm_times: str = knob(
+        "uniform", "how FM times t are drawn", choices=FM_TIME_SAMPLERS, what="FM time sampler"
+    )
+    fm_source_prob: float = knob(
+        0.0, "share of FM times set exactly to t = 1, the source", ge=0.0, le=1.0
+    )
+    lam: float = knob(1.0, "λ of GCTM: loss = λ·consistency + FM", ge=0.0)
+    weighted: bool = knob(True, "GCTM: divide the consistency error by c_out(t)(1 − s/t)")
+    n_start: int = knob(4, "N curriculum: grid intervals at step 0", ge=1)
+    n_cap: int = knob(16, "N curriculum: largest number of grid intervals (≥ n_start)", ge=1)
+    n_double_every: int = knob(
+        0, "N curriculum: steps between doublings of N (0 = auto: reach n_cap at the end)", ge=0
+    )
+    cd_n: int = knob(16, "CD: fixed number of grid intervals", ge=1)
+    target_decay: float = knob(0.95, "CD: EMA decay of the target network", ge=0.0, lt=1.0)
+    sigma_max: float = knob(
+        80.0, "σ_max: t = 1 clamped to σ = t/(1 − t) = σ_max (> σ_min)", gt=SIGMA_MIN
+    )
+    grid_jitter: bool = knob(True, "shift the grid's interior nodes randomly every step")
 
     def check_method_fields(self) -> None:
-        """Raise ``ValueError`` for an unknown method or a method knob outside its range."""
-        check_choice(self.method, METHODS, "method")
-        if not 0.0 <= self.fm_source_prob <= 1.0:
-            raise ValueError(f"fm_source_prob must lie in [0, 1]; got {self.fm_source_prob}")
+        """Raise ``ValueError`` for any field outside its declared range (an unknown method, a
+        decay ≥ 1, NaN, …) and for inconsistent method knobs."""
+        check_fields(self)
+        if self.n_cap < self.n_start:
+            raise ValueError(
+                f"n_cap must be ≥ n_start; got n_start={self.n_start}, n_cap={self.n_cap}"
+            )
+        teacher = getattr(self, "teacher", "")
+        if teacher and self.method not in NEEDS_TEACHER:
+            raise ValueError(
+                f"teacher is used only by {', '.join(NEEDS_TEACHER)}; got teacher={teacher!r} "
+                f"with method {self.method!r}"
+            )
 
 
 def double_every(cfg) -> int:

@@ -11,8 +11,10 @@ model before loading its weights (the coupling moments are buffers inside the we
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable
 
+import torch
 from torch import nn
 
 from .interpolant import SIGMA_MAX, SIGMA_MIN
@@ -28,12 +30,19 @@ def register_network(name: str, factory: Callable[..., nn.Module]) -> None:
     NETWORKS[name] = factory
 
 
-def build_model(spec: dict, moments: CouplingMoments | None = None) -> FlowMapModel:
-    """Construct the model described by ``spec`` (see the module docstring)."""
+def build_model(
+    spec: dict, moments: CouplingMoments | None = None, net_device: str | None = None
+) -> FlowMapModel:
+    """Construct the model described by ``spec`` (see the module docstring).
+
+    ``net_device="meta"`` creates the network's parameters without memory or initialization
+    (shapes only, e.g. to check a checkpoint against the spec).
+    """
     name = spec.get("net")
     if name not in NETWORKS:
         raise ValueError(f"unknown network {name!r}; choose one of: {', '.join(NETWORKS)}")
-    net = NETWORKS[name](**spec.get("net_kwargs", {}))
+    with torch.device(net_device) if net_device else contextlib.nullcontext():
+        net = NETWORKS[name](**spec.get("net_kwargs", {}))
     return FlowMapModel(
         net,
         tuple(spec["data_shape"]),

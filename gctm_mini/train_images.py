@@ -31,7 +31,7 @@ import torch.distributed as dist
 from tqdm.auto import tqdm
 
 from ._optional import require
-from .checkpoint import checkpoint_path, load_checkpoint, load_raw, save_checkpoint
+from .checkpoint import checkpoint_path, load_resumable, load_teacher, save_checkpoint
 from .couplings import COUPLINGS, couple
 from .degradations import RESTORATION_TASKS, TASKS, Degradation
 from .ema import EMA
@@ -42,9 +42,18 @@ from .parameterization import CouplingMoments, FlowMapModel
 from .randomness import Draws
 from .training import TrainResult, lr_factor, write_log
 from .unet import UNET_PRESETS
-from .validation import check_choice
+from .validation import (
+    check_choice,
+    config_from_dict,
+    field_kind,
+    knob,
+    parse_field,
+    parse_int_list,
+    read_json,
+)
 
 AMP = ("none", "bf16", "fp16")
+DATA_KINDS = ("patches", "lfw", "cifar10", "folder", "paired")
 
 
 @dataclass
@@ -59,44 +68,60 @@ class ImageConfig(MethodFields):
     Image-to-image from unpaired images: ``task`` (``sr2``, ``sr4``, ``deblur``, ``inpaint``,
     ``colorize``, ``edges``; :mod:`gctm_mini.degradations`) makes the source X1 = H(X0), with
     ``coupling=paired``; ``eps`` perturbs the source (ε² enters the preconditioning).
+    Each field declares its meaning and valid range (shown by ``train --help``).
     """
 
-    name: str = "patches_cpu"
-    data: str = "patches"
-    data_root: str = "data/cifar10"
-    download: bool = False
-    image_size: int = 32
-    net: str = "tiny"
-    model_channels: int = 0
-    channel_mult: str = ""
-    num_blocks: int = 0
-    attn_resolutions: str = ""
-    dropout: float = -1.0
-    batch_size: int = 32
-    grad_accum: int = 1
-    lr: float = 5e-4
-    lr_decay: bool = True
-    seed: int = 0
-    ema_decay: float = 0.999
-    ckpt_every: int = 500
-    log_every: int = 10
-    sample_every: int = 0
-    coupling: str = "independent"
-    eps: float = 0.0
-    flip: bool = False
-    task: str = ""
-    amp: str = "none"
-    compile: bool = False
-    channels_last: bool = False
-    teacher: str = ""
+    name: str = knob("patches_cpu", "name of the run's config (a label)")
+    data: str = knob(
+        "patches", f"image data X0: {', '.join(DATA_KINDS[:3])}, folder:PATH or paired:PATH"
+    )
+    data_root: str = knob("data/cifar10", "cifar10: where the data set lives")
+    download: bool = knob(False, "cifar10: download it into data_root if absent")
+    image_size: int = knob(32, "image side in pixels (H = W)", ge=1)
+    net: str = knob("tiny", "U-Net preset", choices=UNET_PRESETS, what="network preset")
+    model_channels: int = knob(0, "U-Net base width (0 = the preset's)", ge=0)
+    channel_mult: str = knob(
+        "", "U-Net width multipliers per level, e.g. 1,2,2 (empty = the preset's)"
+    )
+    num_blocks: int = knob(0, "U-Net residual blocks per level (0 = the preset's)", ge=0)
+    attn_resolutions: str = knob(
+        "", "resolutions with self-attention, e.g. 16 (empty = the preset's)"
+    )
+    dropout: float = knob(
+        -1.0, "U-Net dropout (−1 = the preset's)", ge=0.0, lt=1.0, special=(-1.0,)
+    )
+    batch_size: int = knob(32, "global batch (all processes together)", ge=1)
+    grad_accum: int = knob(1, "micro-batches per step (must divide the batch)", ge=1)
+    lr: float = knob(5e-4, "Adam learning rate", gt=0.0)
+    lr_decay: bool = knob(True, "cosine learning-rate decay to 5 % over the run")
+    seed: int = knob(0, "run seed (model init, data and training randomness)", ge=0, lt=2**63)
+    ema_decay: float = knob(0.999, "decay of the EMA weights used for sampling", ge=0.0, lt=1.0)
+    ckpt_every: int = knob(500, "steps between checkpoints", ge=1)
+    log_every: int = knob(10, "steps between log rows", ge=1)
+    sample_every: int = knob(0, "steps between sample grids (0 = none)", ge=0)
+    coupling: str = knob(
+        "independent",
+        "how data and source batches are paired",
+        choices=COUPLINGS,
+        what="coupling",
+    )
+    eps: float = knob(0.0, "ε: source perturbation X1 + ε·z", ge=0.0)
+    flip: bool = knob(False, "paired data: random horizontal flips")
+    task: str = knob("", f"degradation H making X1 = H(X0): {', '.join(TASKS)} (empty = none)")
+    amp: str = knob("none", "mixed precision on CUDA", choices=AMP, what="amp mode")
+    compile: bool = knob(False, "torch.compile the network")
+    channels_last: bool = knob(False, "channels-last memory format (faster on recent GPUs)")
+    teacher: str = knob("", "cd/ctm: FM run directory or checkpoint")
 
     def validate(self) -> ImageConfig:
+        """Check every field (types, ranges, choices) and their consistency; returns ``self``."""
         self.check_method_fields()
-        check_choice(self.coupling, COUPLINGS, "coupling")
-        check_choice(self.amp, AMP, "amp mode")
-        check_choice(self.net, UNET_PRESETS, "network preset")
-        kind = self.data.split(":", 1)[0]
-        check_choice(kind, ("patches", "lfw", "cifar10", "folder", "paired"), "image data")
+        if self.steps < 1:
+            raise ValueError(f"steps must be ≥ 1 for an image run; got {self.steps}")
+        kind, sep, path = self.data.partition(":")
+        check_choice(kind, DATA_KINDS, "image data")
+        if kind in ("folder", "paired") and not path:
+            raise ValueError(f"data={kind}: needs a directory, e.g. {kind}:PATH; got {self.data!r}")
         if self.task:
             check_choice(self.task, TASKS, "task")
             if kind == "paired":
@@ -105,25 +130,48 @@ class ImageConfig(MethodFields):
             raise ValueError(
                 "paired data or a task needs coupling=paired, and coupling=paired needs one of them"
             )
-        if self.steps < 1:
-            raise ValueError(f"steps must be ≥ 1; got {self.steps}")
-        for name in ("batch_size", "grad_accum", "ckpt_every", "log_every", "image_size"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be ≥ 1; got {getattr(self, name)}")
         if self.batch_size % self.grad_accum:
-            raise ValueError("batch_size must be divisible by grad_accum")
+            raise ValueError(
+                f"batch_size must be divisible by grad_accum; got {self.batch_size} and "
+                f"{self.grad_accum}"
+            )
+        net = self.net_kwargs(3)
+        levels = len(net["channel_mult"])
+        if self.image_size % 2 ** (levels - 1):
+            raise ValueError(
+                f"image_size must be divisible by 2^{levels - 1} (the U-Net has {levels} levels); "
+                f"got {self.image_size}"
+            )
+        sizes = [self.image_size // 2**k for k in range(levels)]
+        for r in net["attn_resolutions"]:
+            if r not in sizes:
+                raise ValueError(
+                    f"attn_resolutions must be resolutions of the U-Net "
+                    f"({', '.join(map(str, sizes))}); got {r}"
+                )
         return self
+
+    def check_device(self, device: torch.device | str) -> None:
+        """Mixed precision (``amp`` bf16/fp16) runs on CUDA only: refuse it elsewhere."""
+        device = torch.device(device)
+        if self.amp != "none" and device.type != "cuda":
+            raise ValueError(f"amp={self.amp} needs a CUDA device; got device {device}")
+
+    @classmethod
+    def from_dict(cls, d: dict, where: str = "the config") -> ImageConfig:
+        """The config with the keys of ``d`` (e.g. a run's ``config.json``); not yet validated."""
+        return config_from_dict(cls, d, where)
 
     def net_kwargs(self, channels: int) -> dict:
         p = dict(UNET_PRESETS[self.net])
         if self.model_channels:
             p["model_channels"] = self.model_channels
         if self.channel_mult:
-            p["channel_mult"] = [int(v) for v in self.channel_mult.split(",")]
+            p["channel_mult"] = parse_int_list(self.channel_mult, "channel_mult")
         if self.num_blocks:
             p["num_blocks"] = self.num_blocks
         if self.attn_resolutions:
-            p["attn_resolutions"] = [int(v) for v in self.attn_resolutions.split(",")]
+            p["attn_resolutions"] = parse_int_list(self.attn_resolutions, "attn_resolutions")
         if self.dropout >= 0:
             p["dropout"] = self.dropout
         return {
@@ -256,39 +304,45 @@ CONFIGS: dict[str, dict] = {
 
 
 def make_config(name: str, overrides: list[str] | dict | None = None) -> ImageConfig:
-    """A named config with ``key=value`` overrides (typed by the dataclass fields)."""
-    if name not in CONFIGS:
-        raise ValueError(f"unknown config {name!r}; choose one of: {', '.join(CONFIGS)}")
-    cfg = ImageConfig(name=name, **CONFIGS[name])
+    """A config by name (:data:`CONFIGS`) or from a JSON file, with overrides; validated.
+
+    A JSON file (e.g. a run's own ``config.json``) gives the config's keys; keys it leaves out
+    come from the named config its ``name`` key names, else from :class:`ImageConfig`'s
+    defaults, so a run's ``config.json`` reproduces that run's config exactly. ``overrides``
+    is a list of ``"key=value"`` strings (typed by the dataclass fields) or a dict.
+    """
+    if name in CONFIGS:
+        cfg = ImageConfig(name=name, **CONFIGS[name])
+    elif name.endswith(".json") or Path(name).is_file():
+        d = read_json(name, "config file")
+        base = CONFIGS.get(d.get("name"), {}) if isinstance(d.get("name"), str) else {}
+        cfg = ImageConfig.from_dict({**base, **d}, where=name)
+    else:
+        raise ValueError(
+            f"unknown config {name!r}; choose one of: {', '.join(CONFIGS)}, or give a JSON file"
+        )
     items = (
         overrides.items() if isinstance(overrides, dict) else [_split(o) for o in overrides or []]
     )
-    types = {f.name: f.type for f in fields(ImageConfig)}
+    kinds = {f.name: field_kind(f) for f in fields(ImageConfig)}
     for key, value in items:
-        if key not in types:
-            raise ValueError(f"unknown config key {key!r}; valid keys: {', '.join(sorted(types))}")
-        setattr(cfg, key, _parse(value, getattr(cfg, key)))
+        if key not in kinds:
+            raise ValueError(f"unknown config key {key!r}; valid keys: {', '.join(sorted(kinds))}")
+        setattr(cfg, key, _parse(value, kinds[key], key))
     return cfg.validate()
 
 
 def _split(item: str) -> tuple[str, str]:
+    """``"key=value"`` → ``(key, value)``; ``-`` in the key reads as ``_`` (``ckpt-every=300``)."""
     if "=" not in item:
         raise ValueError(f"--set takes key=value; got {item!r}")
     k, v = item.split("=", 1)
-    return k.strip(), v.strip()
+    return k.strip().replace("-", "_"), v.strip()
 
 
-def _parse(value, current):
-    if not isinstance(value, str):
-        return value
-    if isinstance(current, bool):
-        if value.lower() not in ("1", "0", "true", "false", "yes", "no"):
-            raise ValueError(f"expected true/false; got {value!r}")
-        return value.lower() in ("1", "true", "yes")
-    try:
-        return type(current)(value)
-    except ValueError as err:
-        raise ValueError(f"cannot read {value!r} as {type(current).__name__}") from err
+def _parse(value, kind: str, key: str):
+    """A ``--set`` value as the field's type ``kind``; non-strings (dict overrides) pass."""
+    return parse_field(value, kind, key) if isinstance(value, str) else value
 
 
 def build_image_data(cfg: ImageConfig, split: str = "train"):
@@ -405,6 +459,7 @@ def train_images(
     """Train on images (see the module docstring); returns online and EMA models and the log."""
     cfg.validate()
     env = DistEnv(device)
+    cfg.check_device(env.device)
     out = Path(out) if out is not None else None
     ds = build_image_data(cfg)
     channels = int(ds[0][0].shape[0] if isinstance(ds[0], tuple) else ds[0].shape[0])
@@ -413,15 +468,14 @@ def train_images(
         print(f"[train] data: {ds.describe()}; device {env.device} × {env.world} process(es)")
     state = None
     if out is not None and resume and checkpoint_path(out).exists():
-        state = load_raw(out, map_location=env.device)
-        if state.get("config") != asdict(cfg):
-            raise ValueError(f"{out} holds a run with a different config; use a new --out")
+        state = load_resumable(out, asdict(cfg), spec, env.device, extra=("scaler",))
     elif out is not None and not resume and checkpoint_path(out).exists():
         raise ValueError(f"{out} already holds a checkpoint; pass --resume to continue it")
     if cfg.method in NEEDS_TEACHER and teacher is None:
         if not cfg.teacher:
             raise ValueError(f"method {cfg.method!r} needs --set teacher=PATH (an FM run)")
-        teacher = load_checkpoint(cfg.teacher, map_location=env.device)
+        match = {"data": cfg.data, "task": cfg.task, "eps": cfg.eps}
+        teacher = load_teacher(cfg.teacher, spec["data_shape"], env.device, match)
     torch.manual_seed(cfg.seed)
     model = build_model(spec, None if state is not None else estimate_image_moments(cfg, ds))
     model = model.to(env.device)

@@ -14,82 +14,79 @@ import math
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field, fields, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import torch
 from tqdm.auto import tqdm
 
-from .checkpoint import checkpoint_path, load_checkpoint, load_raw, save_checkpoint, write_csv
+from .checkpoint import checkpoint_path, load_resumable, load_teacher, save_checkpoint, write_csv
 from .couplings import COUPLINGS, PAIRINGS, couple, perturb_source
 from .data2d import DATASETS, as_sampler
 from .ema import EMA
-from .losses import FM_TIME_SAMPLERS
 from .methods import DEFAULT_STEPS_2D, NEEDS_TEACHER, MethodFields, TrainingMethod
 from .models import build_model, mlp_spec
 from .parameterization import CouplingMoments, FlowMapModel
-from .validation import check_choice
+from .validation import config_from_dict, knob
 
 
 @dataclass
 class Toy2DConfig(MethodFields):
-    """Every knob of a 2D run (all overridable from ``python -m gctm_mini train2d``).
+    """Every knob of a 2D run (all overridable from the ``train2d`` command line).
 
-    Method knobs come from :class:`~gctm_mini.methods.MethodFields`: ``method``, ``steps``
-    (0 = the method's default, :data:`~gctm_mini.methods.DEFAULT_STEPS_2D`),
-    ``fm_times`` (FM time sampler), ``fm_source_prob`` (share of FM times exactly at t = 1),
-    ``lam`` (λ of GCTM), ``weighted`` (GCTM's c_out(t)(1 − s/t) weight),
-    ``n_start``/``n_cap``/``n_double_every`` (N curriculum; 0 = auto), ``cd_n`` (CD's fixed N),
-    ``target_decay`` (CD's EMA target), ``sigma_max``.
-    ``teacher`` is the FM run for cd/ctm (empty = train one first); ``source`` a second 2D
-    data set to translate from (``"gaussian"`` = noise); ``eps`` the source perturbation.
+    Method knobs come from :class:`~gctm_mini.methods.MethodFields` (``method``, ``steps``, the
+    FM time sampler, GCTM's λ, the N curriculum, …). ``teacher`` is the FM run for cd/ctm
+    (empty = train one first); ``source`` a second 2D data set to translate from
+    (``"gaussian"`` = noise); ``eps`` the source perturbation. Each field declares its meaning
+    and valid range (shown by ``--help``; checked by :meth:`validate`).
     """
 
-    data: str = "moons"
-    source: str = "gaussian"
-    coupling: str = "independent"
-    batch_size: int = 256
-    lr: float = 2e-3
-    seed: int = 0
-    ema_decay: float = 0.99
-    ckpt_every: int = 1000
-    log_every: int = 50
-    hidden: int = 256
-    depth: int = 4
-    eps: float = 0.0
-    sinkhorn_reg: float = 0.05
-    sinkhorn_pairing: str = "permutation"
-    lr_decay: bool = True
-    teacher: str = ""
+    data: str = knob("moons", "2D data set X0 (t = 0)", choices=DATASETS, what="dataset")
+    source: str = knob(
+        "gaussian",
+        "source X1 (t = 1): noise or a second 2D data set",
+        choices=DATASETS,
+        what="source dataset",
+    )
+    coupling: str = knob(
+        "independent",
+        "how data and source batches are paired",
+        choices=COUPLINGS,
+        what="coupling",
+    )
+    batch_size: int = knob(256, "pairs per training step", ge=1)
+    lr: float = knob(2e-3, "Adam learning rate", gt=0.0)
+    seed: int = knob(0, "run seed (model init, data and training randomness)", ge=0, lt=2**63)
+    ema_decay: float = knob(0.99, "decay of the EMA weights used for sampling", ge=0.0, lt=1.0)
+    ckpt_every: int = knob(1000, "steps between checkpoints", ge=1)
+    log_every: int = knob(50, "steps between log rows", ge=1)
+    hidden: int = knob(256, "MLP width", ge=1)
+    depth: int = knob(4, "MLP hidden layers", ge=1)
+    eps: float = knob(0.0, "ε: source perturbation X1 + ε·z", ge=0.0)
+    sinkhorn_reg: float = knob(0.05, "Sinkhorn ε, relative to the mean pairwise cost", gt=0.0)
+    sinkhorn_pairing: str = knob(
+        "permutation",
+        "how Sinkhorn's plan becomes pairs",
+        choices=PAIRINGS,
+        what="Sinkhorn pairing",
+    )
+    lr_decay: bool = knob(True, "cosine learning-rate decay to 5 % over the run")
+    teacher: str = knob("", "cd/ctm: FM run directory or checkpoint (empty = train one)")
 
     def validate(self) -> Toy2DConfig:
-        """Check every field; fills in ``steps = 0`` with the method's default."""
+        """Check every field (types, ranges, choices); fill ``steps = 0`` with the method's
+        default. Returns ``self``."""
         self.check_method_fields()
         if self.steps == 0:
             self.steps = DEFAULT_STEPS_2D[self.method]
-        check_choice(self.data, DATASETS, "dataset")
-        check_choice(self.source, DATASETS, "source dataset")
-        check_choice(self.coupling, COUPLINGS, "coupling")
-        check_choice(self.fm_times, FM_TIME_SAMPLERS, "FM time sampler")
-        check_choice(self.sinkhorn_pairing, PAIRINGS, "Sinkhorn pairing")
         if self.coupling == "paired":
             raise ValueError("the paired coupling needs a data set of pairs; 2D toys are unpaired")
-        for name in ("steps", "batch_size", "ckpt_every", "log_every", "hidden", "depth"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be ≥ 1; got {getattr(self, name)}")
-        if self.lr <= 0 or self.eps < 0:
-            raise ValueError("lr must be > 0 and eps ≥ 0")
-        if self.n_start < 1 or self.n_cap < self.n_start or self.cd_n < 1:
-            raise ValueError("need 1 ≤ n_start ≤ n_cap and cd_n ≥ 1")
         return self
 
     @classmethod
-    def from_dict(cls, d: dict) -> Toy2DConfig:
-        known = {f.name for f in fields(cls)}
-        unknown = set(d) - known
-        if unknown:
-            raise ValueError(f"unknown config key(s): {', '.join(sorted(unknown))}")
-        return cls(**d)
+    def from_dict(cls, d: dict, where: str = "the config") -> Toy2DConfig:
+        """The config with the keys of ``d`` (e.g. a run's ``config.json``); not yet validated."""
+        return config_from_dict(cls, d, where)
 
 
 @dataclass
@@ -160,11 +157,7 @@ def train2d(
         teacher = _teacher_for(cfg, out, progress, device)
     state = None
     if out is not None and resume and checkpoint_path(out).exists():
-        state = load_raw(out, map_location=device)
-        if state.get("config") != asdict(cfg):
-            raise ValueError(
-                f"{out} holds a run with a different config; use a new --out or resume=False"
-            )
+        state = load_resumable(out, asdict(cfg), spec, map_location=device, extra=("rng",))
     moments = None if state is not None else estimate_moments(cfg, data, source, gen)
     model = build_model(spec, moments).to(device)
     ema = EMA(model, cfg.ema_decay)
@@ -260,7 +253,8 @@ def _teacher_for(cfg: Toy2DConfig, out: Path | None, progress: bool, device) -> 
     """The FM teacher of a cd/ctm run: loaded from ``cfg.teacher`` or trained (same data,
     coupling, steps and seed) into ``out/teacher``, reusing a finished one."""
     if cfg.teacher:
-        return load_checkpoint(cfg.teacher, map_location=device)
+        match = {"data": cfg.data, "source": cfg.source, "eps": cfg.eps}
+        return load_teacher(cfg.teacher, (2,), map_location=device, match=match)
     tcfg = replace(cfg, method="fm", teacher="", fm_times="uniform", steps=DEFAULT_STEPS_2D["fm"])
     tout = out / "teacher" if out is not None else None
     print(

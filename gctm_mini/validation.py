@@ -3,12 +3,18 @@
 Bad input must raise a clear error, never produce a wrong answer: wrong shapes, times
 outside [0, 1], ``s > t`` for a forward (t → s, s ≤ t) map, NaN or infinite values, and
 unknown option names all stop here with a message that says what was expected and what
-was given.
+was given. Configs declare each field with :func:`knob` (default, meaning, valid range) and
+:func:`check_fields` checks them all.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import json
+import math
+import os
+from collections.abc import Iterable, Mapping
+from dataclasses import Field, field, fields
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -92,3 +98,174 @@ def check_choice(value: str, choices: Iterable[str], what: str) -> str:
 def broadcast_time(t: Tensor, x: Tensor) -> Tensor:
     """Reshape a ``(B,)`` time to ``(B, 1, …, 1)`` so it broadcasts against ``x: (B, *D)``."""
     return t.reshape(t.shape[0], *([1] * (x.dim() - 1)))
+
+
+# --- configuration fields ------------------------------------------------------------------
+# A config is a dataclass whose fields are declared with :func:`knob`: a default, a one-line
+# meaning (shown by ``--help``) and the field's valid range or choices. :func:`check_fields`
+# sweeps every field against its declaration, so no field of a config goes unchecked.
+
+_BOUNDS = ("ge", "gt", "le", "lt")
+
+
+def knob(
+    default,
+    help: str,
+    *,
+    ge: float | None = None,
+    gt: float | None = None,
+    le: float | None = None,
+    lt: float | None = None,
+    choices: Iterable[str] | None = None,
+    what: str | None = None,
+    special: tuple = (),
+):
+    """A config field: ``default``, its meaning ``help`` and its valid values.
+
+    Numbers: bounds ``ge`` (≥), ``gt`` (>), ``le`` (≤), ``lt`` (<), always finite; ``special``
+    lists sentinel values allowed outside them (e.g. −1 = "from the preset"). Strings:
+    ``choices`` (the error calls the field ``what``).
+    """
+    meta = {"help": help, "special": tuple(special), "what": what}
+    meta.update({k: v for k, v in zip(_BOUNDS, (ge, gt, le, lt), strict=True) if v is not None})
+    if choices is not None:
+        meta["choices"] = tuple(choices)
+    return field(default=default, metadata=meta)
+
+
+def field_kind(f: Field) -> str:
+    """``"int"``, ``"float"``, ``"str"`` or ``"bool"``: the declared type of a config field."""
+    return f.type if isinstance(f.type, str) else f.type.__name__
+
+
+def describe_range(meta: Mapping) -> str:
+    """The valid range of a numeric field as text, e.g. ``"in [0, 1)"`` or ``"≥ 1"``."""
+    lo = ("[", meta["ge"]) if "ge" in meta else ("(", meta["gt"]) if "gt" in meta else None
+    hi = ("]", meta["le"]) if "le" in meta else (")", meta["lt"]) if "lt" in meta else None
+    if lo and hi:
+        text = f"in {lo[0]}{_num(lo[1])}, {_num(hi[1])}{hi[0]}"
+    elif lo:
+        text = f"{'≥' if lo[0] == '[' else '>'} {_num(lo[1])}"
+    elif hi:
+        text = f"{'≤' if hi[0] == ']' else '<'} {_num(hi[1])}"
+    else:
+        text = "finite"
+    return text + "".join(f" or {_num(v)}" for v in meta.get("special", ()))
+
+
+def _num(v: float) -> str:
+    """A bound as text: ``2^63`` for large powers of two, else the shortest float form."""
+    if isinstance(v, int) and v >= 2**20 and v & (v - 1) == 0:
+        return f"2^{v.bit_length() - 1}"
+    return f"{v:g}"
+
+
+def check_number(value, name: str, integer: bool = False, **bounds) -> float | int:
+    """Raise ``ValueError`` unless ``value`` is a finite number (an int if ``integer``) within
+    ``bounds`` (``ge``, ``gt``, ``le``, ``lt``; ``special``: extra allowed values)."""
+    rng = describe_range(bounds)
+    expected = f"{name} must be {'an integer' if integer else 'a number'} {rng}; got {value!r}"
+    if isinstance(value, bool) or not isinstance(value, int if integer else (int, float)):
+        raise ValueError(expected)
+    if value in bounds.get("special", ()):
+        return value
+    ok = math.isfinite(value)
+    ok = ok and ("ge" not in bounds or value >= bounds["ge"])
+    ok = ok and ("gt" not in bounds or value > bounds["gt"])
+    ok = ok and ("le" not in bounds or value <= bounds["le"])
+    ok = ok and ("lt" not in bounds or value < bounds["lt"])
+    if not ok:
+        raise ValueError(expected)
+    return value
+
+
+def check_fields(cfg) -> None:
+    """Check every field of the dataclass ``cfg`` against its :func:`knob` declaration.
+
+    Types first (a bool field takes only ``True``/``False``; an int field no float; a float
+    field an int, converted in place), then ranges and choices.
+    """
+    for f in fields(cfg):
+        value, kind, meta = getattr(cfg, f.name), field_kind(f), f.metadata
+        if kind == "bool":
+            if not isinstance(value, bool):
+                raise ValueError(f"{f.name} must be true or false; got {value!r}")
+        elif kind == "str":
+            if not isinstance(value, str):
+                raise ValueError(f"{f.name} must be a string; got {value!r}")
+            if "choices" in meta:
+                check_choice(value, meta["choices"], meta["what"] or f.name)
+        else:
+            bounds = {k: meta[k] for k in (*_BOUNDS, "special") if k in meta}
+            check_number(value, f.name, integer=kind == "int", **bounds)
+            if kind == "float" and not isinstance(value, float):
+                setattr(cfg, f.name, float(value))
+
+
+def parse_bool(text: str, name: str = "value") -> bool:
+    """``true/false``, ``yes/no``, ``1/0`` (any case) → bool; anything else is an error."""
+    low = text.strip().lower()
+    if low in ("1", "true", "yes"):
+        return True
+    if low in ("0", "false", "no"):
+        return False
+    raise ValueError(f"{name} takes true or false; got {text!r}")
+
+
+def parse_field(text: str, kind: str, name: str):
+    """Read the command-line text of a config field of type ``kind`` (see :func:`field_kind`)."""
+    if kind == "bool":
+        return parse_bool(text, name)
+    if kind == "str":
+        return text
+    try:
+        return int(text) if kind == "int" else float(text)
+    except ValueError:
+        raise ValueError(f"cannot read {name}={text!r} as {kind}") from None
+
+
+def parse_int_list(text: str, name: str) -> list[int]:
+    """``"1,2,2"`` → ``[1, 2, 2]``: a comma-separated list of positive integers."""
+    try:
+        values = [int(v) for v in text.split(",")]
+    except ValueError:
+        values = []
+    if not values or min(values) < 1:
+        raise ValueError(
+            f"{name} takes positive integers separated by commas (1,2,2); got {text!r}"
+        )
+    return values
+
+
+def config_from_dict(cls, d, where: str = "the config"):
+    """``cls(**d)`` for a config dataclass, refusing keys it does not have (not validated)."""
+    if not isinstance(d, dict):
+        raise ValueError(f"{where} must be an object of config keys; got {type(d).__name__}")
+    known = [f.name for f in fields(cls)]
+    unknown = sorted(set(d) - set(known))
+    if unknown:
+        raise ValueError(
+            f"unknown config key(s) in {where}: {', '.join(map(str, unknown))}; "
+            f"valid keys: {', '.join(sorted(known))}"
+        )
+    return cls(**d)
+
+
+def read_json(path: str | os.PathLike, what: str = "JSON file") -> dict:
+    """A JSON object read from ``path``; one clear line if it is missing, malformed or not an
+    object (``FileNotFoundError`` / ``ValueError``)."""
+    p = Path(path)
+    if not p.is_file():
+        raise FileNotFoundError(f"{what} {p} not found")
+    try:
+        data = json.loads(p.read_text())
+    except UnicodeDecodeError:
+        raise ValueError(f"{what} {p} is not a text file") from None
+    except json.JSONDecodeError as err:
+        raise ValueError(
+            f"{what} {p} is not valid JSON (truncated or malformed?): {err.msg} at line "
+            f"{err.lineno}, column {err.colno}"
+        ) from None
+    if not isinstance(data, dict):
+        raise ValueError(f"{what} {p} must hold a JSON object; got {type(data).__name__}")
+    return data
