@@ -3,7 +3,8 @@
 Each shipped file holds only the EMA weights, the model spec, the run config and the
 training log (no optimizer state): :func:`load_shipped` returns the model ready for sampling.
 ``data/checkpoints/manifest.json`` lists, for every file, the one command that regenerates
-it and the quality it must reach (checked by the tests).
+it and the quality it must reach (checked by the tests); :func:`manifest` refuses a truncated
+or malformed one with a clear message.
 
 Where the files are found (:func:`checkpoint_dir`), first match wins:
 
@@ -15,12 +16,12 @@ Where the files are found (:func:`checkpoint_dir`), first match wins:
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 
 from .checkpoint import load_checkpoint, load_raw, save_checkpoint
 from .parameterization import FlowMapModel
+from .validation import read_json
 
 ENV_VAR = "GCTM_CHECKPOINTS"
 PACKAGED_DIR = Path(__file__).resolve().parent / "_shipped"  # in an installed wheel
@@ -50,9 +51,31 @@ def checkpoint_dir() -> Path:
     )
 
 
-def manifest() -> dict:
-    """The shipped-checkpoint manifest: ``{name: {"command": …, "method": …, …}}``."""
-    return json.loads((checkpoint_dir() / "manifest.json").read_text(encoding="utf-8"))
+MANIFEST_KEYS = {
+    "2d": ("command", "method", "data", "sampler", "nfe", "max_w2_ratio"),
+    "image": ("command", "nfe", "max_rfd_ratio"),
+}
+"""The keys every manifest entry needs, by ``kind`` (``"2d"`` when absent)."""
+
+
+def manifest(path: str | os.PathLike | None = None) -> dict:
+    """The shipped-checkpoint manifest: ``{name: {"command": …, "method": …, …}}``.
+
+    Read from ``path`` (default: ``manifest.json`` in :func:`checkpoint_dir`); a truncated or malformed
+    file, or an entry without the keys of :data:`MANIFEST_KEYS`, raises ``ValueError``.
+    """
+    path = Path(path) if path is not None else checkpoint_dir() / "manifest.json"
+    entries = read_json(path, "checkpoint manifest")
+    for name, e in entries.items():
+        if not isinstance(e, dict):
+            raise ValueError(f"{path}: entry {name!r} must be an object; got {type(e).__name__}")
+        kind = e.get("kind", "2d")
+        if kind not in MANIFEST_KEYS:
+            raise ValueError(f"{path}: entry {name!r} has kind {kind!r}; expected 2d or image")
+        missing = [k for k in MANIFEST_KEYS[kind] if k not in e]
+        if missing:
+            raise ValueError(f"{path}: entry {name!r} lacks {', '.join(missing)}")
+    return entries
 
 
 def shipped_path(name: str) -> Path:

@@ -201,6 +201,11 @@ def load_resumable(
     check_state_fits(model, data["model"], f"{p} ('model' weights)")
     check_state_fits(model, data["ema"], f"{p} ('ema' weights)")
     _check_optimizer_fits(data["optimizer"], list(model.parameters()), p)
+    if config.get("method") == "cd":  # CD's EMA target network is part of the method state
+        target = data["method"].get("target") if isinstance(data["method"], dict) else None
+        if target is None:
+            raise CheckpointError(f"{p} cannot be resumed: it lacks CD's target network")
+        check_state_fits(model, target, f"{p} (CD target weights)")
     return data
 
 

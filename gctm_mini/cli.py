@@ -1,10 +1,17 @@
-"""Command line: ``python -m gctm_mini {demo, train2d, eval2d}``.
+"""Command line: ``gctm-mini`` (the console script) or ``python -m gctm_mini``.
 
 - ``demo``: the quick start — trains on a 2D toy on the CPU, prints a quality-by-NFE table
   and saves a figure.
-- ``train2d --method fm --data moons --coupling ot --steps N --seed S --out DIR``.
+- ``train2d --method fm --data moons --coupling ot --steps N --seed S --out DIR``: every
+  config field is a flag, and ``--config FILE`` starts from a JSON file (e.g. a run's own
+  ``config.json``).
 - ``eval2d DIR --nfe 1,2,4,8,100 --json FILE``: exact W2 (n = 4096 generated vs 4096 fresh data
   points, mean of 3 seeds) and the data–data floor at the same n.
+- ``train --config NAME|FILE --set KEY=VALUE [KEY=VALUE …] --out DIR``: image runs.
+- ``eval DIR --nfe 1,2``: offline proxy metric (and FID) of an image run.
+
+Bad input stops with one line on stderr naming what was expected and what was given, and
+exit status 2.
 """
 
 from __future__ import annotations
@@ -12,20 +19,85 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import sys
 import time
-from dataclasses import fields
+from dataclasses import MISSING, fields
 from pathlib import Path
 
 import torch
 
 from ._optional import MissingExtraError
-from .checkpoint import CheckpointError, load_checkpoint
+from .checkpoint import CheckpointError, checkpoint_path, load_checkpoint
 from .data2d import make_dataset
 from .evaluation import MetricUnavailableError
 from .metrics import quality_by_nfe
+from .runtime import check_device
 from .sampling import DEFAULT_SAMPLER, SAMPLERS, make_sampler
 from .training import Toy2DConfig, train2d
+from .validation import (
+    check_number,
+    describe_range,
+    field_kind,
+    parse_field,
+    read_json,
+)
+
+PROG = "gctm-mini"
+"""The console script's name; ``python -m gctm_mini`` passes its own to :func:`main`."""
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """An argparse parser whose usage errors are one line on stderr (exit status 2)."""
+
+    def error(self, message: str):
+        message = re.sub(r"^argument (\S+): \1 ", r"argument \1: ", message)  # flag named once
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def _arg(parse, *extra, **kw):
+    """An argparse ``type`` from a function that raises ``ValueError`` with a clear message."""
+
+    def typed(text: str):
+        try:
+            return parse(text, *extra, **kw)
+        except ValueError as err:
+            raise argparse.ArgumentTypeError(str(err)) from None
+
+    typed.__name__ = getattr(parse, "__name__", "value")
+    return typed
+
+
+def _path(text: str, name: str = "path") -> str:
+    if not text.strip():
+        raise ValueError(f"{name} must be a path; got an empty string")
+    return text
+
+
+def _int(text: str, name: str, lo: int) -> int:
+    return check_number(parse_field(text, "int", name), name, integer=True, ge=lo)
+
+
+def _float(text: str, name: str, **bounds) -> float:
+    return check_number(parse_field(text, "float", name), name, **bounds)
+
+
+def field_help(f) -> str:
+    """``"meaning (default: …; range)"`` for a config field declared with ``knob``."""
+    meta, kind = f.metadata, field_kind(f)
+    default = f.default if f.default is not MISSING else None
+    extra = [f"default: {default!r}" if kind == "str" else f"default: {default}"]
+    if "choices" in meta:
+        extra.append("one of " + ", ".join(meta["choices"]))
+    elif kind in ("int", "float"):
+        extra.append(describe_range(meta))
+    return f"{meta['help']} ({'; '.join(extra)})"
+
+
+def config_keys_help(cls) -> str:
+    """One line per field of a config dataclass: ``key  meaning (default; range)``."""
+    width = max(len(f.name) for f in fields(cls))
+    return "\n".join(f"  {f.name:<{width}}  {field_help(f)}" for f in fields(cls))
 
 
 def _nfe_list(text: str) -> list[int]:
@@ -34,30 +106,67 @@ def _nfe_list(text: str) -> list[int]:
     except ValueError as err:
         raise argparse.ArgumentTypeError(f"--nfe takes integers like 1,2,4; got {text!r}") from err
     if not vals or min(vals) < 1:
-        raise argparse.ArgumentTypeError("--nfe needs positive integers")
+        raise argparse.ArgumentTypeError(f"--nfe needs positive integers like 1,2,4; got {text!r}")
     return vals
 
 
 def _add_config_args(p: argparse.ArgumentParser) -> None:
+    """One flag per :class:`Toy2DConfig` field; a flag left out keeps the value of ``--config``
+    (or the default), so flags are kept apart from defaults (``SUPPRESS``)."""
+    p.add_argument(
+        "--config",
+        type=_arg(_path, "--config"),
+        default=None,
+        metavar="FILE",
+        help="start from this JSON config (e.g. a run's config.json); flags override its keys",
+    )
     for f in fields(Toy2DConfig):
-        typ = {"int": int, "float": float, "str": str, "bool": None}[
-            f.type if isinstance(f.type, str) else f.type.__name__
-        ]
-        flag = "--" + f.name.replace("_", "-")
-        if typ is None:
-            p.add_argument(
-                flag,
-                type=lambda s: s.lower() in ("1", "true", "yes"),
-                default=f.default,
-                metavar="{true,false}",
-                help=f"(default: {f.default})",
-            )
-        else:
-            p.add_argument(flag, type=typ, default=f.default, help=f"(default: {f.default})")
+        kind = field_kind(f)
+        p.add_argument(
+            "--" + f.name.replace("_", "-"),
+            dest=f.name,
+            type=_arg(parse_field, kind, "--" + f.name.replace("_", "-")),
+            default=argparse.SUPPRESS,
+            metavar="{true,false}" if kind == "bool" else None,
+            help=field_help(f).replace("%", "%%"),  # argparse %-formats help strings
+        )
+
+
+def _config_kind(d: dict) -> str | None:
+    """``"2d"`` or ``"image"`` for the keys of a config dict (``None``: cannot tell)."""
+    from .train_images import ImageConfig
+
+    names2d = {f.name for f in fields(Toy2DConfig)}
+    names_img = {f.name for f in fields(ImageConfig)}
+    if set(d) <= names2d and not set(d) <= names_img:
+        return "2d"
+    if set(d) <= names_img and not set(d) <= names2d:
+        return "image"
+    return None
+
+
+def _refuse_other_kind(config: str, want: str, prog: str) -> None:
+    """Name the right command when a 2D run's config file is given to ``train`` or an image
+    run's to ``train2d``."""
+    from .train_images import CONFIGS
+
+    if config in CONFIGS or not (config.endswith(".json") or Path(config).is_file()):
+        return
+    got = _config_kind(read_json(config, "config file"))
+    if got is not None and got != want:
+        what, command = ("a 2D", "train2d") if got == "2d" else ("an image", "train")
+        raise ValueError(
+            f"{config} is {what} run's config; train it with {prog} {command} --config {config}"
+        )
 
 
 def _config_from(args: argparse.Namespace) -> Toy2DConfig:
-    return Toy2DConfig(**{f.name: getattr(args, f.name) for f in fields(Toy2DConfig)}).validate()
+    d = {}
+    if args.config:
+        _refuse_other_kind(args.config, "2d", args.prog)
+        d = read_json(args.config, "config file")
+    d.update({f.name: getattr(args, f.name) for f in fields(Toy2DConfig) if hasattr(args, f.name)})
+    return Toy2DConfig.from_dict(d, where=args.config or "the config").validate()
 
 
 def cmd_train2d(args: argparse.Namespace) -> int:
@@ -78,9 +187,23 @@ def evaluate_run(
     sampler: str | None = None,
     gamma: float | None = None,
 ) -> dict:
-    """W2 by NFE of the EMA model saved in ``path``, as a JSON-able dict."""
+    """W2 by NFE of the EMA model saved in ``path``, as a JSON-able dict.
+
+    ``n`` (≥ 2) generated and data points per W2, mean over ``seeds`` (≥ 1) seeds.
+    """
+    check_number(n, "n", integer=True, ge=2)
+    check_number(seeds, "seeds", integer=True, ge=1)
+    if not nfes or min(nfes) < 1:
+        raise ValueError(f"nfes must be positive integers; got {nfes}")
     model = load_checkpoint(path)
     cfg = model.train_config
+    if len(model.data_shape) != 1:
+        raise ValueError(
+            f"{checkpoint_path(path)} is an image run (data shape {tuple(model.data_shape)}); "
+            "evaluate it with the eval command, not eval2d"
+        )
+    if "data" not in cfg:
+        raise CheckpointError(f"{checkpoint_path(path)} has no run config: its data set is unknown")
     kind, default_gamma = DEFAULT_SAMPLER[cfg.get("method", "fm")]
     if gamma is not None and sampler is None:
         kind = "gamma"
@@ -138,6 +261,7 @@ def cmd_eval2d(args: argparse.Namespace) -> int:
 def cmd_train(args: argparse.Namespace) -> int:
     from .train_images import make_config, train_images
 
+    _refuse_other_kind(args.config, "image", args.prog)
     cfg = make_config(args.config, args.set)
     res = train_images(
         cfg, args.out, resume=args.resume, progress=not args.quiet, device=args.device
@@ -225,77 +349,142 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="python -m gctm_mini",
-        description=__doc__,
+def build_parser(prog: str = PROG) -> argparse.ArgumentParser:
+    """The command-line parser; ``prog`` is the command the user typed (usage lines name it)."""
+    from .train_images import CONFIGS, ImageConfig
+
+    p = ArgumentParser(
+        prog=prog,
+        description=__doc__.split("\n\n", 1)[1].replace("``", ""),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
+    p.set_defaults(prog=prog)
     sub = p.add_subparsers(dest="command", required=True)
+    out_path = _arg(_path, "--out")
 
     d = sub.add_parser("demo", help="train on a 2D toy on the CPU and print a W2-by-NFE table")
-    d.add_argument("--out", default="runs/demo", help="where to write the figure and checkpoint")
-    d.add_argument("--steps", type=int, default=None, help="override training steps")
-    d.add_argument("--n", type=int, default=2048, help="points per W2 evaluation (default 2048)")
+    d.add_argument(
+        "--out", type=out_path, default="runs/demo", help="where to write the figure and checkpoint"
+    )
+    d.add_argument(
+        "--steps", type=_arg(_int, "--steps", 1), default=None, help="override training steps"
+    )
+    d.add_argument(
+        "--n",
+        type=_arg(_int, "--n", 2),
+        default=2048,
+        help="points per W2 evaluation (default 2048)",
+    )
     d.add_argument("--quiet", action="store_true")
     d.set_defaults(fn=cmd_demo)
 
-    t = sub.add_parser("train2d", help="train a model on a 2D data set")
+    t = sub.add_parser(
+        "train2d",
+        help="train a model on a 2D data set",
+        description="Train a 2D model. Every config field is a flag (below); --config FILE starts "
+        "from a JSON config such as a run's own config.json.",
+    )
     _add_config_args(t)
-    t.add_argument("--out", required=True, help="run directory")
+    t.add_argument("--out", type=out_path, required=True, help="run directory")
     t.add_argument("--no-resume", action="store_true", help="ignore an existing checkpoint")
     t.add_argument("--quiet", action="store_true", help="no progress bar")
     t.set_defaults(fn=cmd_train2d)
 
     e = sub.add_parser("eval2d", help="exact W2 by NFE of a trained 2D run")
-    e.add_argument("dir", help="run directory or checkpoint file")
-    e.add_argument("--nfe", type=_nfe_list, default=[1, 2, 4, 8, 100])
-    e.add_argument("--n", type=int, default=4096)
-    e.add_argument("--seeds", type=int, default=3)
+    e.add_argument("dir", type=_arg(_path, "dir"), help="run directory or checkpoint file")
+    e.add_argument(
+        "--nfe", type=_nfe_list, default=[1, 2, 4, 8, 100], help="(default: 1,2,4,8,100)"
+    )
+    e.add_argument(
+        "--n",
+        type=_arg(_int, "--n", 2),
+        default=4096,
+        help="generated and data points per W2 (≥ 2; default 4096)",
+    )
+    e.add_argument(
+        "--seeds", type=_arg(_int, "--seeds", 1), default=3, help="seeds to average (default 3)"
+    )
     e.add_argument(
         "--sampler",
         choices=SAMPLERS,
         default=None,
         help="default by method: euler (fm), gamma with γ=1 (cd, ct, bcm), flowmap (ctm, gctm)",
     )
-    e.add_argument("--gamma", type=float, default=None, help="γ for the gamma sampler (implies it)")
-    e.add_argument("--json", default=None, help="write the results to this JSON file")
+    e.add_argument(
+        "--gamma",
+        type=_arg(_float, "--gamma", ge=0.0, le=1.0),
+        default=None,
+        help="γ in [0, 1] for the gamma sampler (implies it)",
+    )
+    e.add_argument(
+        "--json", type=_arg(_path, "--json"), default=None, help="write the results to this file"
+    )
     e.set_defaults(fn=cmd_eval2d)
 
     tr = sub.add_parser(
-        "train", help="train on images (configs: cifar10, cifar10_small, patches_cpu)"
+        "train",
+        help="train on images (a named config such as patches_cpu or cifar10, or a JSON file)",
+        description="Train on images from a named config or a JSON file, with overrides.",
+        epilog=f"named configs: {', '.join(CONFIGS)}\n\n"
+        "config keys (--set KEY=VALUE; the defaults below are ImageConfig's, a named config "
+        f"changes some):\n{config_keys_help(ImageConfig)}",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     tr.add_argument(
-        "--config", required=True, help="named config (see gctm_mini.train_images.CONFIGS)"
+        "--config",
+        type=_arg(_path, "--config"),
+        required=True,
+        metavar="NAME|FILE",
+        help="a named config (below) or a JSON file, e.g. a run's own config.json",
     )
     tr.add_argument(
         "--set",
-        action="append",
+        nargs="+",
+        action="extend",
         default=[],
         metavar="KEY=VALUE",
-        help="override a config key, e.g. --set steps=40 --set ckpt_every=10",
+        help="override config keys, e.g. --set steps=1200 ckpt_every=300 (repeatable)",
     )
-    tr.add_argument("--out", required=True, help="run directory")
+    tr.add_argument("--out", type=out_path, required=True, help="run directory")
     tr.add_argument("--resume", action="store_true", help="continue the run in --out")
-    tr.add_argument("--device", default=None, help="cpu, cuda, cuda:1 … (default: cuda if present)")
+    tr.add_argument(
+        "--device",
+        type=_arg(check_device),
+        default=None,
+        help="cpu, cuda, cuda:1, mps (default: cuda if present, else cpu)",
+    )
     tr.add_argument("--quiet", action="store_true", help="no progress bar")
     tr.set_defaults(fn=cmd_train)
 
     ev = sub.add_parser(
         "eval", help="evaluate an image run: offline proxy metric, FID, sample grids"
     )
-    ev.add_argument("dir", help="run directory or checkpoint file")
-    ev.add_argument("--nfe", type=_nfe_list, default=[1, 2])
-    ev.add_argument("--num", type=int, default=10_000, help="generated images per NFE")
-    ev.add_argument("--batch", type=int, default=250)
+    ev.add_argument("dir", type=_arg(_path, "dir"), help="run directory or checkpoint file")
+    ev.add_argument("--nfe", type=_nfe_list, default=[1, 2], help="(default: 1,2)")
+    ev.add_argument(
+        "--num",
+        type=_arg(_int, "--num", 4),
+        default=10_000,
+        help="generated images per NFE (≥ 4; default 10000)",
+    )
+    ev.add_argument(
+        "--batch", type=_arg(_int, "--batch", 1), default=250, help="images per batch (default 250)"
+    )
     ev.add_argument(
         "--fid",
         action="store_true",
         help="also compute FID (needs torch-fidelity and downloadable Inception weights)",
     )
     ev.add_argument("--no-grid", action="store_true", help="do not write sample grids")
-    ev.add_argument("--device", default=None)
-    ev.add_argument("--json", default=None)
+    ev.add_argument(
+        "--device",
+        type=_arg(check_device),
+        default=None,
+        help="cpu, cuda, cuda:1, mps (default: cuda if present, else cpu)",
+    )
+    ev.add_argument(
+        "--json", type=_arg(_path, "--json"), default=None, help="write the results here"
+    )
     ev.set_defaults(fn=cmd_eval)
 
     cl = sub.add_parser("classroom", help="classroom tools: student notebooks and grading")
@@ -305,7 +494,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="stamp notebooks/ (Colab cell, badges, nbgrader metadata) and write the student "
         "notebooks to notebooks/exercises/",
     )
-    cb.add_argument("--out", default=None, help="default: notebooks/exercises")
+    cb.add_argument("--out", type=out_path, default=None, help="default: notebooks/exercises")
     cb.add_argument(
         "--check", action="store_true", help="write nothing; exit 1 if anything is out of date"
     )
@@ -314,19 +503,24 @@ def build_parser() -> argparse.ArgumentParser:
     )
     cg.add_argument("notebooks", nargs="+", help="the submitted notebooks")
     cg.add_argument("--no-run", action="store_true", help="read the outputs as they are")
-    cg.add_argument("--csv", default=None, help="also write the verdicts to this CSV file")
+    cg.add_argument(
+        "--csv",
+        type=_arg(_path, "--csv"),
+        default=None,
+        help="also write the verdicts to this CSV file",
+    )
     cl.set_defaults(fn=cmd_classroom)
 
     x = sub.add_parser("export", help="write the EMA-only copy of a run's checkpoint (for sharing)")
-    x.add_argument("run", help="run directory or checkpoint file")
-    x.add_argument("dest", help="destination .pt file")
+    x.add_argument("run", type=_arg(_path, "run"), help="run directory or checkpoint file")
+    x.add_argument("dest", type=_arg(_path, "dest"), help="destination .pt file")
     x.add_argument("--half", action="store_true", help="store the weights as float16")
     x.set_defaults(fn=cmd_export)
     return p
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+def main(argv: list[str] | None = None, prog: str = PROG) -> int:
+    args = build_parser(prog).parse_args(argv)
     torch.set_num_threads(max(1, torch.get_num_threads()))
     try:
         return args.fn(args)

@@ -32,7 +32,7 @@ from torch import Tensor, nn
 
 from ._optional import require
 from .checkpoint import checkpoint_path, load_checkpoint
-from .validation import check_finite
+from .validation import check_finite, check_number
 
 
 class MetricUnavailableError(RuntimeError):
@@ -218,11 +218,22 @@ def evaluate_images(
     device: str | None = None,
     batch: int = 250,
 ) -> dict:
-    """Score an image run by NFE: RFD (offline, with its floor), optional FID, sample grids."""
+    """Score an image run by NFE: RFD (offline, with its floor), optional FID, sample grids.
+
+    ``num`` ≥ 4 images per NFE (the floor compares two halves of the reference set, and a
+    Fréchet distance needs ≥ 2 images a side), generated ``batch`` (≥ 1) at a time.
+    """
     from .train_images import ImageConfig, build_image_data
 
+    check_number(num, "num", integer=True, ge=4)
+    check_number(batch, "batch", integer=True, ge=1)
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     model = load_checkpoint(run, map_location=device)
+    if len(model.data_shape) != 3:
+        raise ValueError(
+            f"{checkpoint_path(run)} is a 2D run (data shape {tuple(model.data_shape)}); "
+            "evaluate it with the eval2d command, not eval"
+        )
     cfg = ImageConfig(
         **{k: v for k, v in model.train_config.items() if k in ImageConfig.__dataclass_fields__}
     )

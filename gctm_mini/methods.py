@@ -47,7 +47,7 @@ class MethodFields:
     valid range are declared with it (:func:`~gctm_mini.validation.knob`)."""
 
     method: str = knob("fm", "training method", choices=METHODS, what="method")
-    steps: int = knob(0, "training steps (0 = the method's default; 2D runs only)", ge=0)
+    steps: int = knob(0, "training steps (2D runs: 0 = the method's default)", ge=0)
     fm_times: str = knob(
         "uniform", "how FM times t are drawn", choices=FM_TIME_SAMPLERS, what="FM time sampler"
     )

@@ -1,4 +1,5 @@
-"""Where code runs: device choice (cuda → mps → cpu) and a one-line description for logs."""
+"""Where code runs: device choice (cuda → mps → cpu), a check that a named device exists, and a
+one-line description for logs."""
 
 from __future__ import annotations
 
@@ -29,3 +30,27 @@ def describe(device: torch.device | str) -> str:
     else:
         where = device.type
     return f"{where}, torch {torch.__version__}, Python {platform.python_version()}"
+
+
+def check_device(name: str) -> str:
+    """Return ``name`` if it is a device that exists here (``cpu``, ``cuda``, ``cuda:N``,
+    ``mps``); raise ``ValueError`` naming what is available otherwise."""
+    try:
+        dev = torch.device(name)
+    except (RuntimeError, ValueError, TypeError):
+        raise ValueError(f"unknown device {name!r}; expected cpu, cuda, cuda:N or mps") from None
+    if dev.type == "cuda":
+        n = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if n == 0:
+            raise ValueError(f"device {name!r} needs a CUDA GPU and there is none here; use cpu")
+        if dev.index is not None and dev.index >= n:
+            raise ValueError(f"device {name!r} does not exist: {n} CUDA device(s) here (cuda:0…)")
+    elif dev.type == "mps":
+        mps = getattr(torch.backends, "mps", None)
+        if mps is None or not mps.is_available():
+            raise ValueError(
+                f"device {name!r} needs Apple's MPS backend, not available here; use cpu"
+            )
+    elif dev.type != "cpu":
+        raise ValueError(f"unsupported device {name!r}; expected cpu, cuda, cuda:N or mps")
+    return name

@@ -1,6 +1,6 @@
 """Training on images: configs, the data-parallel loop, checkpoints that resume exactly.
 
-``python -m gctm_mini train --config NAME [--set key=value …] --out DIR [--resume]``.
+``gctm-mini train --config NAME|FILE [--set KEY=VALUE …] --out DIR [--resume]``.
 
 One step: draw the **global** batch (data indices and source noise from the step's own
 random stream, :mod:`gctm_mini.randomness`), pair it with the configured coupling, take this

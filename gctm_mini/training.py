@@ -51,7 +51,7 @@ class Toy2DConfig(MethodFields):
     coupling: str = knob(
         "independent",
         "how data and source batches are paired",
-        choices=COUPLINGS,
+        choices=[c for c in COUPLINGS if c != "paired"],
         what="coupling",
     )
     batch_size: int = knob(256, "pairs per training step", ge=1)
@@ -76,11 +76,11 @@ class Toy2DConfig(MethodFields):
     def validate(self) -> Toy2DConfig:
         """Check every field (types, ranges, choices); fill ``steps = 0`` with the method's
         default. Returns ``self``."""
+        if self.coupling == "paired":
+            raise ValueError("the paired coupling needs a data set of pairs; 2D toys are unpaired")
         self.check_method_fields()
         if self.steps == 0:
             self.steps = DEFAULT_STEPS_2D[self.method]
-        if self.coupling == "paired":
-            raise ValueError("the paired coupling needs a data set of pairs; 2D toys are unpaired")
         return self
 
     @classmethod

@@ -221,7 +221,8 @@ def parse_field(text: str, kind: str, name: str):
     try:
         return int(text) if kind == "int" else float(text)
     except ValueError:
-        raise ValueError(f"cannot read {name}={text!r} as {kind}") from None
+        expected = "an integer" if kind == "int" else "a number"
+        raise ValueError(f"cannot read {name}={text!r}: expected {expected}") from None
 
 
 def parse_int_list(text: str, name: str) -> list[int]:
@@ -258,7 +259,7 @@ def read_json(path: str | os.PathLike, what: str = "JSON file") -> dict:
     if not p.is_file():
         raise FileNotFoundError(f"{what} {p} not found")
     try:
-        data = json.loads(p.read_text())
+        data = json.loads(p.read_text(encoding="utf-8"))
     except UnicodeDecodeError:
         raise ValueError(f"{what} {p} is not a text file") from None
     except json.JSONDecodeError as err:
