@@ -15,7 +15,7 @@ import pytest
 import torch
 
 from gctm_mini import cli
-from gctm_mini.assets import CHECKPOINT_DIR, manifest
+from gctm_mini.assets import checkpoint_dir, manifest
 from gctm_mini.checkpoint import (
     CHECKSUM,
     CheckpointError,
@@ -30,7 +30,7 @@ from gctm_mini.train_images import ImageConfig, make_config, train_images
 from gctm_mini.training import Toy2DConfig, train2d
 from gctm_mini.validation import field_kind
 
-SHIPPED = CHECKPOINT_DIR
+SHIPPED = checkpoint_dir()
 MICRO_IMAGE = [
     "model_channels=16",
     "num_blocks=1",
