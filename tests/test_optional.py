@@ -34,6 +34,7 @@ def test_missing_optional_package_names_the_extra_in_one_line(monkeypatch, modul
 
 def test_missing_parent_package_is_reported_for_a_submodule(monkeypatch):
     monkeypatch.setitem(sys.modules, "skimage", None)
+    monkeypatch.delitem(sys.modules, "skimage.metrics", raising=False)  # imported by earlier tests
     with pytest.raises(MissingExtraError, match=r"scikit-image.*gctm-mini\[notebooks\]"):
         require("skimage.metrics", "PSNR/SSIM")
 
