@@ -5,18 +5,26 @@ A checkpoint is one ``torch.save`` file holding a dict tagged ``format = "gctm_m
 the model spec, online and EMA weights, optimizer state, step, RNG states, the run config
 and the training log, plus a SHA-256 checksum over every tensor in it (:func:`state_checksum`),
 verified on load: a flipped bit in the weights, which ``torch.load`` reads without complaint,
-is refused. (Checkpoints written before the checksum existed load unchecked.) It is written to a temporary file in the same directory, flushed and
-fsynced, then renamed over the old one (``os.replace`` is atomic on POSIX and Windows), so a
-run killed at any moment leaves either the previous or the new checkpoint, never half of one.
-Tables (training logs, benchmark results) are written the same way (:func:`write_csv`).
+is refused. (Checkpoints written before the checksum existed load unchecked.) It is written
+to a temporary file with a unique name in the same
+directory (``tempfile.mkstemp``, so two writers never share one), flushed and fsynced, then
+renamed over the old one (``os.replace`` is atomic on POSIX and Windows), so a run killed at
+any moment leaves either the previous or the new checkpoint, never half of one. A failed
+write removes its temporary file and raises the ``OSError`` of the failing write (e.g.
+``ENOSPC``, "No space left on device"), not the serializer's follow-up error. Tables (training
+logs, benchmark results) and small text files are written the same way (:func:`write_csv`,
+:func:`atomic_write_bytes`); temporary files end in ``.tmp``.
 """
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import hashlib
+import io
 import os
 import tempfile
+import threading
 from pathlib import Path
 
 import torch
@@ -54,24 +62,85 @@ def checkpoint_path(path: str | os.PathLike) -> Path:
     return p / FILENAME if p.is_dir() or p.suffix != ".pt" else p
 
 
+class _RecordingWriter:
+    """A file wrapper that remembers the ``OSError`` of a failed write.
+
+    ``torch.save`` reports a failed write of its zip container as ``RuntimeError("unexpected
+    pos …")``; the recorded error names the real cause (ENOSPC, EFBIG, EIO, …).
+    """
+
+    def __init__(self, f) -> None:
+        self.f = f
+        self.error: OSError | None = None
+
+    def write(self, data) -> int:
+        try:
+            return self.f.write(data)
+        except OSError as err:
+            self.error = err
+            raise
+
+    def flush(self) -> None:
+        self.f.flush()
+
+
+_umask_lock = threading.Lock()
+_umask: int | None = None
+
+
+def _file_mode() -> int:
+    """``0o666`` minus the process umask: the mode ``open()`` would give a new file
+    (``mkstemp`` creates files readable by the owner only)."""
+    global _umask
+    with _umask_lock:
+        if _umask is None:
+            _umask = os.umask(0o022)
+            os.umask(_umask)
+    return 0o666 & ~_umask
+
+
+def _atomic_write(dest: Path, write) -> Path:
+    """Write ``dest`` atomically: ``write(f)`` fills a unique temporary file in the same
+    directory, which is fsynced and renamed over ``dest``; on failure it is removed and the
+    write's own ``OSError`` is raised."""
+    fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".tmp", dir=dest.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            rec = _RecordingWriter(f)
+            try:
+                write(rec)
+                f.flush()
+            except RuntimeError as err:
+                if rec.error is not None:
+                    raise rec.error from err
+                raise
+            if hasattr(os, "fchmod"):
+                os.fchmod(f.fileno(), _file_mode())
+            os.fsync(f.fileno())
+        os.replace(tmp, dest)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.remove(tmp)
+        raise
+    return dest
+
+
+def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
+    """Write ``data`` to ``path`` atomically (unique temporary file, fsync, rename)."""
+    return _atomic_write(Path(path), lambda f: f.write(data))
+
+
 def save_checkpoint(path: str | os.PathLike, payload: dict) -> Path:
-    """Atomically write ``payload`` (plus the format tag) to ``path`` (file or directory)."""
+    """Atomically write ``payload`` (plus the format tag) to ``path`` (file or directory).
+
+    Raises the ``OSError`` of a failed write (the previous checkpoint, if any, is untouched
+    and no temporary file is left).
+    """
     dest = checkpoint_path(path)
     dest.parent.mkdir(parents=True, exist_ok=True)
     data = {"format": FORMAT, "version": VERSION, **payload}
     data[CHECKSUM] = state_checksum(data)
-    fd, tmp = tempfile.mkstemp(prefix=".ckpt-", suffix=".tmp", dir=dest.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(data, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, dest)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
-    return dest
+    return _atomic_write(dest, lambda f: torch.save(data, f))
 
 
 def state_checksum(data: dict) -> str:
@@ -297,7 +366,7 @@ def _build(spec, p: Path, net_device: str | None = None) -> FlowMapModel:
 
 
 def write_csv(path: str | os.PathLike, rows: list[dict]) -> Path:
-    """Write ``rows`` as a CSV table at ``path``, atomically (temporary file, then rename).
+    """Write ``rows`` as a CSV table at ``path``, atomically (unique temporary file, then rename).
 
     The columns are the rows' keys in first-seen order (a key missing from a row is blank).
     """
@@ -305,10 +374,8 @@ def write_csv(path: str | os.PathLike, rows: list[dict]) -> Path:
     if not rows:
         raise ValueError(f"no rows to write to {path}")
     keys = list(dict.fromkeys(k for row in rows for k in row))
-    tmp = path.with_name(path.name + ".tmp")
-    with tmp.open("w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=keys)
-        w.writeheader()
-        w.writerows(rows)
-    tmp.replace(path)
-    return path
+    buf = io.StringIO(newline="")
+    w = csv.DictWriter(buf, fieldnames=keys)
+    w.writeheader()
+    w.writerows(rows)
+    return atomic_write_bytes(path, buf.getvalue().encode("utf-8"))

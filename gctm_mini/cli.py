@@ -32,9 +32,10 @@ from .checkpoint import CheckpointError, checkpoint_path, load_checkpoint
 from .data2d import make_dataset
 from .evaluation import MetricUnavailableError
 from .metrics import quality_by_nfe
+from .rundir import describe_error
 from .runtime import check_device
 from .sampling import DEFAULT_SAMPLER, SAMPLERS, make_sampler
-from .training import Toy2DConfig, train2d
+from .training import Toy2DConfig, TrainingDivergedError, train2d
 from .validation import (
     check_number,
     describe_range,
@@ -520,6 +521,11 @@ def build_parser(prog: str = PROG) -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None, prog: str = PROG) -> int:
+    """Run one command; exit status 0 on success, 2 for bad input (a bad value or name, a
+    missing or unreadable checkpoint, an unavailable metric) and 1 when a run fails (it
+    diverged, its run directory is busy, or a file-system operation failed: a full disk, a
+    read-only directory, ``--out`` naming a file). Both print one line on stderr; any other
+    exception is a bug and keeps its traceback."""
     args = build_parser(prog).parse_args(argv)
     torch.set_num_threads(max(1, torch.get_num_threads()))
     try:
@@ -533,6 +539,9 @@ def main(argv: list[str] | None = None, prog: str = PROG) -> int:
     ) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+    except (TrainingDivergedError, OSError) as err:
+        print(f"error: {describe_error(err)}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

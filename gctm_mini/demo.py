@@ -9,6 +9,7 @@ figure (samples, trajectories, W2 vs NFE) to ``OUT/demo.png``.
 
 from __future__ import annotations
 
+import io
 import time
 from pathlib import Path
 
@@ -21,6 +22,7 @@ import torch  # noqa: E402
 from .data2d import make_dataset  # noqa: E402
 from .metrics import quality_by_nfe  # noqa: E402
 from .plots import color_of, plot_quality_vs_nfe, plot_samples, plot_trajectories  # noqa: E402
+from .rundir import prepare_output_dir, write_output  # noqa: E402
 from .sampling import make_sampler, sample_multistep, sample_ode  # noqa: E402
 from .training import Toy2DConfig, train2d  # noqa: E402
 
@@ -35,7 +37,7 @@ def run_demo(
 
     ``steps`` scales both runs down (for smoke tests): FM trains ``steps`` and GCTM ``steps // 3``.
     """
-    out.mkdir(parents=True, exist_ok=True)
+    prepare_output_dir(out)
     t_start = time.perf_counter()
     fm_steps = steps or FM_STEPS
     gctm_steps = max(1, steps // 3) if steps else GCTM_STEPS
@@ -93,8 +95,10 @@ def run_demo(
     plot_trajectories(axes[3], path, 100, "FM ODE paths t=1 → 0", color_of("fm"))
     plot_quality_vs_nfe(axes[4], {k: r.values for k, r in reports.items()}, floor)
     fig.tight_layout()
-    fig.savefig(out / "demo.png", dpi=80)
+    png = io.BytesIO()
+    fig.savefig(png, dpi=80, format="png")
     plt.close(fig)
+    write_output(out / "demo.png", png.getvalue())
     total = time.perf_counter() - t_start
     print(f"\n[demo] figure: {out / 'demo.png'}; total wall time {total:.0f} s")
     return {**{k: r.values for k, r in reports.items()}, "floor": floor, "seconds": total}

@@ -19,7 +19,7 @@ is simple and exact.
 from __future__ import annotations
 
 import contextlib
-import json
+import io
 import os
 import sys
 import time
@@ -31,7 +31,7 @@ import torch.distributed as dist
 from tqdm.auto import tqdm
 
 from ._optional import require
-from .checkpoint import checkpoint_path, load_resumable, load_teacher, save_checkpoint
+from .checkpoint import checkpoint_path, load_resumable, load_teacher
 from .couplings import COUPLINGS, couple
 from .degradations import RESTORATION_TASKS, TASKS, Degradation
 from .ema import EMA
@@ -40,7 +40,8 @@ from .methods import NEEDS_TEACHER, MethodFields, TrainingMethod
 from .models import build_model
 from .parameterization import CouplingMoments, FlowMapModel
 from .randomness import Draws
-from .training import TrainResult, lr_factor, write_log
+from .rundir import RunDirectory
+from .training import DivergenceGuard, TrainingDivergedError, TrainResult, lr_factor, write_log
 from .unet import UNET_PRESETS
 from .validation import (
     check_choice,
@@ -419,18 +420,22 @@ class DistEnv:
         dist.all_reduce(t)
         return float(t) / self.world
 
-    def average_gradients(self, params: list[torch.nn.Parameter]) -> None:
+    def average_gradients(self, params: list[torch.nn.Parameter], flag: bool = False) -> int:
+        """Average the gradients over the processes (one all-reduce); returns how many
+        processes raised ``flag`` (carried in the same all-reduce)."""
         if self.world == 1:
-            return
+            return int(flag)
         grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in params]
-        flat = torch.cat([g.flatten() for g in grads])
+        flat = torch.cat([g.flatten() for g in grads] + [grads[0].new_full((1,), float(flag))])
         dist.all_reduce(flat)
+        flagged = int(flat[-1].item())
         flat /= self.world
         off = 0
         for p, g in zip(params, grads, strict=True):
             n = g.numel()
             p.grad = flat[off : off + n].view_as(p).clone()
             off += n
+        return flagged
 
     def barrier(self) -> None:
         if self.world > 1:
@@ -456,11 +461,35 @@ def train_images(
     device: str | None = None,
     teacher: FlowMapModel | None = None,
 ) -> TrainResult:
-    """Train on images (see the module docstring); returns online and EMA models and the log."""
+    """Train on images (see the module docstring); returns online and EMA models and the log.
+
+    ``out`` is held by this run alone while it trains (rank 0 holds it;
+    :class:`~gctm_mini.rundir.RunDirectory`). Raises
+    :class:`~gctm_mini.training.TrainingDivergedError` when a loss term or a parameter becomes
+    non-finite (on every process at once; the last good checkpoint is kept),
+    :class:`~gctm_mini.rundir.RunDirectoryBusyError` when another process trains in ``out``
+    and :class:`~gctm_mini.rundir.RunDirectoryError` when ``out`` cannot be written.
+    """
     cfg.validate()
     env = DistEnv(device)
     cfg.check_device(env.device)
     out = Path(out) if out is not None else None
+    owner = out is not None and env.main
+    with contextlib.ExitStack() as stack:  # releases the run directory, closes the bar
+        run = stack.enter_context(RunDirectory(out)) if owner else None
+        return _train_images(cfg, env, out, run, stack, resume, progress, teacher)
+
+
+def _train_images(
+    cfg: ImageConfig,
+    env: DistEnv,
+    out: Path | None,
+    run: RunDirectory | None,
+    stack: contextlib.ExitStack,
+    resume: bool,
+    progress: bool,
+    teacher: FlowMapModel | None,
+) -> TrainResult:
     ds = build_image_data(cfg)
     channels = int(ds[0][0].shape[0] if isinstance(ds[0], tuple) else ds[0].shape[0])
     spec = image_spec(cfg, channels)
@@ -505,11 +534,17 @@ def train_images(
         else contextlib.nullcontext()
     )
 
+    guard = DivergenceGuard(cfg, run, step if state is not None else None)
+    config_written = False
+
     def save() -> None:
-        if out is None or not env.main:
+        nonlocal config_written
+        if run is None:
             return
-        save_checkpoint(
-            out,
+        if not config_written:
+            run.write_json("config.json", asdict(cfg))
+            config_written = True
+        run.save_checkpoint(
             {
                 "spec": spec,
                 "config": asdict(cfg),
@@ -525,11 +560,12 @@ def train_images(
                 "data": ds.describe(),
             },
         )
-        write_log(out, history)
+        guard.saved_step = step
+        write_log(run, history)
 
-    if out is not None and env.main:
-        out.mkdir(parents=True, exist_ok=True)
-        (out / "config.json").write_text(json.dumps(asdict(cfg), indent=2))
+    if run is not None and not run.has_checkpoint:
+        run.write_json("config.json", asdict(cfg))
+        config_written = True
     B = cfg.batch_size
     if B % (env.world * cfg.grad_accum):
         raise ValueError(
@@ -538,12 +574,14 @@ def train_images(
         )
     local = B // env.world
     micro = local // cfg.grad_accum
-    bar = tqdm(
-        total=cfg.steps,
-        initial=step,
-        disable=not (progress and env.main),
-        mininterval=0.5 if sys.stderr.isatty() else 10.0,
-        desc=f"{cfg.method} {cfg.name}",
+    bar = stack.enter_context(
+        tqdm(
+            total=cfg.steps,
+            initial=step,
+            disable=not (progress and env.main),
+            mininterval=0.5 if sys.stderr.isatty() else 10.0,
+            desc=f"{cfg.method} {cfg.name}",
+        )
     )
     fixed_noise = torch.randn(
         64, *spec["data_shape"], generator=torch.Generator().manual_seed(1234)
@@ -553,7 +591,7 @@ def train_images(
     while step < cfg.steps:
         x0, x1 = draw_image_batch(cfg, ds, Draws.for_step(cfg.seed, step, stream=1), B)
         opt.zero_grad(set_to_none=True)
-        total, logs = 0.0, {}
+        total, logs, diverged = 0.0, {}, None
         for m in range(cfg.grad_accum):
             start = env.rank * local + m * micro
             rng = Draws.for_step(cfg.seed, step, offset=start, total=B, device=env.device)
@@ -563,9 +601,20 @@ def train_images(
                 a, b = (v.contiguous(memory_format=torch.channels_last) for v in (a, b))
             with amp_ctx:
                 loss, logs = method.loss(model, ema.model, a, b, step, rng)
+            value = loss.item()
+            try:
+                guard.check_loss(step + 1, value, logs, model)
+            except TrainingDivergedError as err:
+                diverged = err
+                break
             scaler.scale(loss / cfg.grad_accum).backward()
-            total += loss.item() / cfg.grad_accum
-        env.average_gradients(params)
+            total += value / cfg.grad_accum
+        # a divergence on any process reaches all of them through the gradient
+        # all-reduce, so that all stop at the same step
+        if env.average_gradients(params, diverged is not None):
+            raise diverged or TrainingDivergedError(
+                f"training diverged at step {step + 1}: non-finite loss on another process"
+            )
         scaler.step(opt)
         scaler.update()
         sched.step()
@@ -582,9 +631,15 @@ def train_images(
             history.append(row)
             bar.set_postfix(loss=f"{row['loss']:.4f}")
         bar.update(1)
-        if env.main and out is not None and cfg.sample_every and step % cfg.sample_every == 0:
-            save_sample_grid(ema.model, fixed_noise, out / "samples" / f"step_{step:07d}.png")
-        if step % cfg.ckpt_every == 0 or step == cfg.steps:
+        sample = bool(cfg.sample_every) and step % cfg.sample_every == 0
+        ckpt = step % cfg.ckpt_every == 0 or step == cfg.steps
+        if sample or ckpt:  # the same steps on every process: all stop together
+            guard.check_state(step, model, ema.model, opt)
+        if run is not None and sample:
+            grid = io.BytesIO()
+            save_sample_grid(ema.model, fixed_noise, grid)
+            run.write_bytes(f"samples/step_{step:07d}.png", grid.getvalue())
+        if ckpt:
             seconds += time.perf_counter() - t0
             t0 = time.perf_counter()
             save()
@@ -597,14 +652,21 @@ def train_images(
 
 
 @torch.no_grad()
-def save_sample_grid(model: FlowMapModel, noise: torch.Tensor, path: Path, nfe: int = 1) -> Path:
-    """One-jump (or ``nfe``-jump) samples from fixed noise as an 8-wide PNG grid."""
+def save_sample_grid(model: FlowMapModel, noise: torch.Tensor, path, nfe: int = 1):
+    """One-jump (or ``nfe``-jump) samples from fixed noise as an 8-wide PNG grid.
+
+    ``path`` is a file path (parents created) or a writable binary file object; returned.
+    """
     from .sampling import sample_multistep
 
     save_image = require("torchvision.utils", "sample grids").save_image
 
     device = next(model.parameters()).device
     x = sample_multistep(model, noise.to(device), nfe).float().cpu()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    save_image((x.clamp(-1, 1) + 1) / 2, path, nrow=8)
+    if isinstance(path, (str, os.PathLike)):
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        save_image((x.clamp(-1, 1) + 1) / 2, path, nrow=8)
+    else:
+        save_image((x.clamp(-1, 1) + 1) / 2, path, nrow=8, format="png")
     return path

@@ -5,11 +5,16 @@ coupling (optionally perturb X1 by ε), evaluate the method's loss, take an Adam
 update the EMA copy. Randomness: the data/source draws use a dedicated generator and
 everything else torch's global RNG; both states go into every checkpoint, so a resumed run
 continues exactly where the saved one stopped.
+
+A run that diverges (a non-finite loss term or parameter) stops with
+:class:`TrainingDivergedError` before anything non-finite is saved (:class:`DivergenceGuard`);
+the run directory is held by one run at a time and keeps its last good checkpoint
+(:class:`~gctm_mini.rundir.RunDirectory`).
 """
 
 from __future__ import annotations
 
-import json
+import contextlib
 import math
 import sys
 import time
@@ -20,13 +25,14 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
-from .checkpoint import checkpoint_path, load_resumable, load_teacher, save_checkpoint, write_csv
+from .checkpoint import FILENAME, checkpoint_path, load_resumable, load_teacher
 from .couplings import COUPLINGS, PAIRINGS, couple, perturb_source
 from .data2d import DATASETS, as_sampler
 from .ema import EMA
 from .methods import DEFAULT_STEPS_2D, NEEDS_TEACHER, MethodFields, TrainingMethod
 from .models import build_model, mlp_spec
 from .parameterization import CouplingMoments, FlowMapModel
+from .rundir import RunDirectory
 from .validation import config_from_dict, knob
 
 
@@ -118,6 +124,122 @@ def estimate_moments(cfg: Toy2DConfig, data, source, gen: torch.Generator, batch
     return CouplingMoments.estimate(x0, x1)
 
 
+class TrainingDivergedError(RuntimeError):
+    """Training stopped because a loss term or the model state became non-finite (NaN, ±inf).
+
+    The message names the step, the non-finite quantity and a remedy. Nothing non-finite was
+    written: the run directory keeps its last good checkpoint (or, if there was none, is left
+    as it was before the run).
+    """
+
+
+class DivergenceGuard:
+    """Stops a run whose loss or state turns non-finite, with :class:`TrainingDivergedError`.
+
+    What is checked, and when:
+
+    - every step, before the backward pass: the total loss and each logged term (``fm``,
+      ``consistency``, ``ct``, …). The terms are Python floats already (each method logs
+      them with ``.item()``) and the total is computed before them, so this adds no device
+      synchronization;
+    - the online and EMA parameters and the optimizer moments, before anything leaves the
+      loop: before each checkpoint (and so before the log, which is written with it), before
+      each callback, and after the last step, with or without a run directory.
+
+    Why this catches every case: an update that makes a parameter non-finite although its
+    loss was finite (an infinite or huge learning rate, an overflowing gradient) makes the
+    next step's loss non-finite if the parameter enters the loss, and is caught there, before
+    that step's update; a parameter that does not enter the loss, or the last step's update,
+    is caught by the state check, which runs before any checkpoint, log row, callback or
+    returned model could carry it. A checkpoint is therefore never written after a
+    non-finite update.
+    """
+
+    def __init__(self, cfg, run: RunDirectory | None, saved_step: int | None) -> None:
+        self.cfg = cfg
+        self.run = run
+        self.saved_step = saved_step
+
+    def check_loss(
+        self, step: int, loss: float, logs: dict, model: torch.nn.Module | None = None
+    ) -> None:
+        """Raise if ``loss`` (the total of step ``step``) or a logged term is not finite;
+        ``model`` (optional) lets the message say whether its parameters already were."""
+        if math.isfinite(loss) and all(
+            math.isfinite(v) for v in logs.values() if isinstance(v, (int, float))
+        ):
+            return
+        bad = [
+            f"{k} = {v}"
+            for k, v in logs.items()
+            if isinstance(v, (int, float)) and not math.isfinite(v)
+        ]
+        if bad:
+            what = "non-finite loss term " + ", ".join(bad)
+            hint = f"lower lr (now {self.cfg.lr:g})"
+        else:
+            terms = ", ".join(f"{k} = {v:.4g}" for k, v in logs.items())
+            what = f"the total loss is {loss} although every term is finite ({terms})"
+            hint = f"check the loss weight lam (now {self.cfg.lam:g}) or lower lr"
+        if model is not None and not _all_finite(_named_parameters(model)):
+            what += " (the parameters were already non-finite after the previous update)"
+        self._raise(step, what, hint)
+
+    def check_state(
+        self,
+        step: int,
+        model: torch.nn.Module,
+        ema: torch.nn.Module,
+        opt: torch.optim.Optimizer,
+    ) -> None:
+        """Raise if a parameter, EMA parameter or optimizer moment is not finite after step
+        ``step``."""
+        named = _named_parameters(model) + _named_parameters(ema, "EMA parameter")
+        names = {id(p): n for n, p in model.named_parameters()}
+        for p, st in opt.state.items():
+            for k, v in st.items():
+                if torch.is_tensor(v) and v.is_floating_point():
+                    named.append((f"optimizer {k} of {names.get(id(p), '?')}", v))
+        bad = _first_nonfinite(named)
+        if bad is not None:
+            self._raise(
+                step,
+                f"non-finite {bad} after the update",
+                f"lower lr (now {self.cfg.lr:g})",
+            )
+
+    def _raise(self, step: int, what: str, hint: str) -> None:
+        where = ""
+        if self.run is not None:
+            ckpt = self.run.path / FILENAME
+            if self.saved_step is not None:
+                where = f"; the last finite checkpoint, step {self.saved_step}, is kept in {ckpt}"
+            elif ckpt.exists():
+                where = f"; {ckpt} (another run's) is left as it was"
+            else:
+                where = "; no checkpoint was written"
+        raise TrainingDivergedError(f"training diverged at step {step}: {what}; {hint}{where}")
+
+
+def _named_parameters(module: torch.nn.Module, kind: str = "parameter") -> list:
+    return [(f"{kind} {n}", p) for n, p in module.named_parameters()]
+
+
+def _first_nonfinite(named: list[tuple[str, torch.Tensor]]) -> str | None:
+    """The name of the first tensor holding a NaN or ±inf, or ``None``; one device sync per
+    device when everything is finite."""
+    if _all_finite(named):
+        return None
+    return next(n for n, t in named if not bool(torch.isfinite(t).all()))
+
+
+def _all_finite(named: list[tuple[str, torch.Tensor]]) -> bool:
+    flags: dict[torch.device, list[torch.Tensor]] = {}
+    for _, t in named:
+        flags.setdefault(t.device, []).append(torch.isfinite(t.detach()).all())
+    return all(bool(torch.stack(f).all()) for f in flags.values())
+
+
 def train2d(
     cfg: Toy2DConfig,
     out: str | Path | None = None,
@@ -133,8 +255,9 @@ def train2d(
 
     Args:
         cfg: the run configuration.
-        out: run directory (``checkpoint.pt``, ``log.csv``, ``config.json``); ``None`` keeps
-            everything in memory.
+        out: run directory (``checkpoint.pt``, ``log.csv``, ``config.json``), held by this
+            run alone while it trains (:class:`~gctm_mini.rundir.RunDirectory`); ``None``
+            keeps everything in memory.
         resume: continue from ``out/checkpoint.pt`` if it exists (its config must match).
         progress: show a tqdm bar.
         stop_after: stop (after checkpointing) at this step; used to test resumption.
@@ -144,9 +267,35 @@ def train2d(
         callback: ``callback(step, ema_model) -> dict`` run every ``callback_every`` steps
             (e.g. an evaluation for a convergence curve); its rows land in
             ``TrainResult.evals``. It runs under a forked RNG, so it does not change training.
+
+    Raises:
+        TrainingDivergedError: a loss term or a parameter became non-finite (see
+            :class:`DivergenceGuard`); the run directory keeps its last good checkpoint.
+        RunDirectoryBusyError: another process is training in ``out``.
+        RunDirectoryError: ``out`` cannot be created or written (e.g. no space left).
     """
     cfg.validate()
     out = Path(out) if out is not None else None
+    with contextlib.ExitStack() as stack:  # releases the run directory, closes the bar
+        run = stack.enter_context(RunDirectory(out)) if out is not None else None
+        return _train2d(
+            cfg, run, stack, resume, progress, stop_after, device, teacher, callback, callback_every
+        )
+
+
+def _train2d(
+    cfg: Toy2DConfig,
+    run: RunDirectory | None,
+    stack: contextlib.ExitStack,
+    resume: bool,
+    progress: bool,
+    stop_after: int | None,
+    device: str | torch.device,
+    teacher: FlowMapModel | None,
+    callback: Callable[[int, FlowMapModel], dict] | None,
+    callback_every: int,
+) -> TrainResult:
+    out = run.path if run is not None else None
     data, source = as_sampler(cfg.data), as_sampler(cfg.source)
     torch.manual_seed(cfg.seed)
     gen = torch.Generator().manual_seed(cfg.seed + 1)
@@ -176,12 +325,16 @@ def train2d(
         if "cuda" in state["rng"] and torch.cuda.is_available():
             torch.cuda.set_rng_state_all([r.cpu() for r in state["rng"]["cuda"]])
         gen.set_state(state["rng"]["data"].cpu())
+    guard = DivergenceGuard(cfg, run, step if state is not None else None)
 
     def save() -> None:
-        if out is None:
+        nonlocal config_written
+        if run is None:
             return
-        save_checkpoint(
-            out,
+        if not config_written:
+            run.write_json("config.json", asdict(cfg))
+            config_written = True
+        run.save_checkpoint(
             {
                 "spec": spec,
                 "config": asdict(cfg),
@@ -196,18 +349,24 @@ def train2d(
                 "rng": rng_states(gen),
             },
         )
-        write_log(out, history)
+        guard.saved_step = step
+        write_log(run, history)
 
-    if out is not None:
-        out.mkdir(parents=True, exist_ok=True)
-        (out / "config.json").write_text(json.dumps(asdict(cfg), indent=2))
+    config_written = False
+    if run is not None and not run.has_checkpoint:
+        # written at once so that a running job shows its config; with an old checkpoint in
+        # the directory (resume=False), only together with this run's first checkpoint
+        run.write_json("config.json", asdict(cfg))
+        config_written = True
     end = cfg.steps if stop_after is None else min(cfg.steps, stop_after)
-    bar = tqdm(
-        total=cfg.steps,
-        initial=step,
-        disable=not progress,
-        mininterval=0.5 if sys.stderr.isatty() else 10.0,
-        desc=f"{cfg.method} {cfg.data}",
+    bar = stack.enter_context(
+        tqdm(
+            total=cfg.steps,
+            initial=step,
+            disable=not progress,
+            mininterval=0.5 if sys.stderr.isatty() else 10.0,
+            desc=f"{cfg.method} {cfg.data}",
+        )
     )
     model.train()
     evals: list[dict] = []
@@ -215,6 +374,8 @@ def train2d(
     while step < end:
         x0, x1 = (v.to(device) for v in draw_pairs(cfg, data, source, gen))
         loss, logs = method.loss(model, ema.model, x0, x1, step)
+        value = loss.item()
+        guard.check_loss(step + 1, value, logs, model)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -226,21 +387,23 @@ def train2d(
             history.append(
                 {
                     "step": step,
-                    "loss": loss.item(),
+                    "loss": value,
                     **logs,
                     "seconds": seconds + time.perf_counter() - t0,
                 }
             )
-            bar.set_postfix(loss=f"{history[-1]['loss']:.4f}")
+            bar.set_postfix(loss=f"{value:.4f}")
         bar.update(1)
         if callback is not None and callback_every > 0 and step % callback_every == 0:
             seconds += time.perf_counter() - t0
+            guard.check_state(step, model, ema.model, opt)
             with torch.random.fork_rng():
                 evals.append({"step": step, **callback(step, ema.model)})
             t0 = time.perf_counter()
         if step % cfg.ckpt_every == 0 or step == end:
             seconds += time.perf_counter() - t0
             t0 = time.perf_counter()
+            guard.check_state(step, model, ema.model, opt)
             save()
     bar.close()
     seconds += time.perf_counter() - t0
@@ -281,7 +444,7 @@ def lr_factor(cfg: Toy2DConfig, step: int) -> float:
     return warm * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * frac)))
 
 
-def write_log(out: Path, history: list[dict]) -> None:
-    """Rewrite ``out/log.csv`` from the history rows."""
+def write_log(run: RunDirectory, history: list[dict]) -> None:
+    """Rewrite ``log.csv`` of the run directory from the history rows (atomically)."""
     if history:
-        write_csv(out / "log.csv", history)
+        run.write_csv("log.csv", history)
