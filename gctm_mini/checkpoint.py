@@ -85,18 +85,15 @@ class _RecordingWriter:
 
 
 _umask_lock = threading.Lock()
-_umask: int | None = None
 
 
 def _file_mode() -> int:
     """``0o666`` minus the process umask: the mode ``open()`` would give a new file
     (``mkstemp`` creates files readable by the owner only)."""
-    global _umask
-    with _umask_lock:
-        if _umask is None:
-            _umask = os.umask(0o022)
-            os.umask(_umask)
-    return 0o666 & ~_umask
+    with _umask_lock:  # reading the umask means setting it; set it straight back
+        umask = os.umask(0o022)
+        os.umask(umask)
+    return 0o666 & ~umask
 
 
 def _atomic_write(dest: Path, write) -> Path:

@@ -13,7 +13,8 @@ whole run:
   warning says so, and keeping one writer per directory is then up to the user.
 - **Atomic files.** Every file is written to a uniquely named temporary file in the same
   directory and renamed over the target (:mod:`gctm_mini.checkpoint`); temporary files end in
-  ``.tmp``, and any left in the directory by a killed run are removed when the next run starts.
+  ``.tmp``, and any left in the directory (or its ``samples/``) by a killed run are removed
+  when the next run starts.
 - **Clear errors.** A failed file-system operation raises :class:`RunDirectoryError` (an
   ``OSError``) whose message is one line: what failed, on which path, and why (``No space left
   on device``, ``Permission denied``, …).
@@ -52,8 +53,8 @@ def _why(err: OSError) -> str:
     return err.strerror or str(err)
 
 
-def _wrap(what: str, path: Path, err: OSError) -> RunDirectoryError:
-    out = RunDirectoryError(f"cannot {what} {path}: {_why(err)}")
+def _wrap(what: str, path: Path, err: OSError, note: str = "") -> RunDirectoryError:
+    out = RunDirectoryError(f"cannot {what} {path}: {_why(err)}{note}")
     out.errno = err.errno
     return out
 
@@ -97,7 +98,7 @@ class RunDirectory:
         self._created.extend(reversed(missing))
         try:
             self._lock()
-            for tmp in p.glob("*.tmp"):
+            for tmp in [*p.glob("*.tmp"), *p.glob("samples/*.tmp")]:
                 if tmp.is_file():
                     tmp.unlink()
         except BaseException:
@@ -206,7 +207,7 @@ class RunDirectory:
             return save_checkpoint(path, payload)
         except OSError as err:
             kept = " (the previous checkpoint is kept)" if path.exists() else ""
-            raise RunDirectoryError(f"cannot write checkpoint {path}: {_why(err)}{kept}") from err
+            raise _wrap("write checkpoint", path, err, kept) from err
 
     @property
     def has_checkpoint(self) -> bool:

@@ -612,9 +612,9 @@ def _train_images(
         # a divergence on any process reaches all of them through the gradient
         # all-reduce, so that all stop at the same step
         if env.average_gradients(params, diverged is not None):
-            raise diverged or TrainingDivergedError(
-                f"training diverged at step {step + 1}: non-finite loss on another process"
-            )
+            if diverged is not None:
+                raise diverged
+            guard.fail(step + 1, "non-finite loss on another process", "see its message")
         scaler.step(opt)
         scaler.update()
         sched.step()

@@ -183,7 +183,7 @@ class DivergenceGuard:
             hint = f"check the loss weight lam (now {self.cfg.lam:g}) or lower lr"
         if model is not None and not _all_finite(_named_parameters(model)):
             what += " (the parameters were already non-finite after the previous update)"
-        self._raise(step, what, hint)
+        self.fail(step, what, hint)
 
     def check_state(
         self,
@@ -202,13 +202,15 @@ class DivergenceGuard:
                     named.append((f"optimizer {k} of {names.get(id(p), '?')}", v))
         bad = _first_nonfinite(named)
         if bad is not None:
-            self._raise(
+            self.fail(
                 step,
                 f"non-finite {bad} after the update",
                 f"lower lr (now {self.cfg.lr:g})",
             )
 
-    def _raise(self, step: int, what: str, hint: str) -> None:
+    def fail(self, step: int, what: str, hint: str) -> None:
+        """Raise :class:`TrainingDivergedError`: step, what is non-finite, a remedy, and
+        what the run directory keeps."""
         where = ""
         if self.run is not None:
             ckpt = self.run.path / FILENAME

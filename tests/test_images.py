@@ -227,6 +227,8 @@ def test_sigkill_then_resume_gives_the_same_losses_as_an_uninterrupted_run(tmp_p
     victim.wait()
     step = load_raw(tmp_path / "cut")["step"]
     assert 10 <= step < 30 or step == 30
+    # the killed run's lock file stays behind, unlocked: the resume takes it over
+    assert (tmp_path / "cut" / ".lock").read_text().strip() == str(victim.pid)
     resumed = run_cli(
         [
             "train",
@@ -240,6 +242,7 @@ def test_sigkill_then_resume_gives_the_same_losses_as_an_uninterrupted_run(tmp_p
         ]
     )
     assert resumed.wait(timeout=600) == 0, resumed.stderr.read()
+    assert not (tmp_path / "cut" / ".lock").exists()
     assert losses(tmp_path / "cut") == losses(tmp_path / "full")
     a, b = load_checkpoint(tmp_path / "full"), load_checkpoint(tmp_path / "cut")
     assert all(
@@ -306,3 +309,74 @@ def test_gradient_accumulation_and_channels_last_match_the_plain_step():
         np.testing.assert_allclose(
             [r["loss"] for r in other.history], [r["loss"] for r in plain.history], rtol=1e-4
         )
+
+
+@pytest.mark.slow
+def test_an_image_run_with_a_huge_learning_rate_stops_and_keeps_the_last_finite_checkpoint(
+    tmp_path, capsys
+):
+    from gctm_mini.cli import main
+
+    sets = MICRO + ["steps=6", "ckpt_every=1", "lr=1e6"]
+    args = ["train", "--config", "patches_cpu", *[a for m in sets for a in ("--set", m)]]
+    assert main([*args, "--out", str(tmp_path), "--device", "cpu", "--quiet"]) == 1
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: training diverged at step 3: non-finite loss term"), err
+    assert "lower lr (now 1e+06)" in err and "step 2" in err and len(err.splitlines()) == 1
+    state = load_raw(tmp_path)
+    assert state["step"] == 2
+    for key in ("model", "ema"):
+        assert all(torch.isfinite(v).all() for v in state[key].values())
+    assert all(np.isfinite(r["loss"]) for r in state["history"])
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["checkpoint.pt", "config.json", "log.csv"]
+
+
+ONE_RANK_DIVERGES = """
+import os, sys
+import gctm_mini.methods as methods
+from gctm_mini.cli import main
+
+loss = methods.TrainingMethod.loss
+def nan_on_rank_1(self, model, ema, x0, x1, step, rng=None):
+    value, logs = loss(self, model, ema, x0, x1, step, rng)
+    if step == 2 and os.environ["RANK"] == "1":
+        return value * float("nan"), {**logs, "fm": float("nan")}
+    return value, logs
+methods.TrainingMethod.loss = nan_on_rank_1
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+@pytest.mark.slow
+def test_a_divergence_on_one_process_stops_every_process_at_the_same_step(tmp_path):
+    script = tmp_path / "one_rank_diverges.py"
+    script.write_text(ONE_RANK_DIVERGES)
+    sets = [a for m in MICRO + ["steps=6", "ckpt_every=1"] for a in ("--set", m)]
+    env = {**os.environ, "PYTHONWARNINGS": "ignore", "OMP_NUM_THREADS": "1"}
+    r = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--standalone",
+            "--nproc_per_node=2",
+            str(script),
+            "train",
+            "--config",
+            "patches_cpu",
+            *sets,
+            "--out",
+            str(tmp_path / "run"),
+            "--quiet",
+            "--device",
+            "cpu",
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert r.returncode != 0
+    assert "error: training diverged at step 3: non-finite loss term fm = nan" in r.stderr
+    assert "error: training diverged at step 3: non-finite loss on another process" in r.stderr
+    assert load_raw(tmp_path / "run")["step"] == 2
