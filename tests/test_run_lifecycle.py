@@ -252,6 +252,15 @@ def test_a_lock_left_by_a_killed_run_does_not_block_an_exact_resume(tmp_path):
     assert [r["loss"] for r in full.history] == [r["loss"] for r in resumed.history]
 
 
+def test_without_fcntl_a_run_warns_that_its_directory_is_not_locked(tmp_path, monkeypatch):
+    import gctm_mini.rundir as rundir
+
+    monkeypatch.setattr(rundir, "fcntl", None)
+    with pytest.warns(UserWarning, match="locking is not available"):
+        train2d(small_cfg(steps=10), tmp_path, progress=False)
+    assert load_raw(tmp_path)["step"] == 10 and leftovers(tmp_path) == []
+
+
 def _write_many(path: str, tag: int, n: int, failures) -> None:
     try:
         for k in range(n):
@@ -430,7 +439,7 @@ def test_the_demo_figure_is_written_atomically_or_not_at_all(tmp_path, monkeypat
 
     monkeypatch.setattr(demo, "train2d", lambda cfg, out, **k: train2d(cfg, None, **k))
     Disk(monkeypatch, free=1000)
-    assert cli_main(["demo", "--out", str(tmp_path), "--steps", "6", "--n", "64", "--quiet"]) == 1
+    assert cli_main(["demo", "--out", str(tmp_path), "--steps", "3", "--n", "32", "--quiet"]) == 1
     err = one_error_line(capsys)
     assert f"cannot write {tmp_path / 'demo.png'}: No space left on device" in err
     assert list(tmp_path.iterdir()) == []
