@@ -6,6 +6,8 @@ import pytest
 import torch
 
 from gctm_mini import digits, images
+from gctm_mini.assets import load_shipped, manifest, shipped_path
+from gctm_mini.evaluation import generate
 from gctm_mini.images import MnistDigits
 from gctm_mini.train_images import make_config
 
@@ -175,3 +177,39 @@ def test_warm_start_from_another_network_is_a_clear_error(tmp_path):
     cfg = make_config("mnist_gctm", {**MICRO, "steps": 1, "init": "shipped:no_such_model"})
     with pytest.raises(ValueError, match="unknown shipped checkpoint"):
         train_images(cfg, tmp_path / "gctm2", progress=False)
+
+
+DIGIT_MODELS = [k for k, e in manifest().items() if e.get("kind") == "digits"]
+
+
+@pytest.mark.parametrize("name", DIGIT_MODELS)
+def test_shipped_digit_model_loads_small_and_samples_finite_digits(name):
+    e = manifest()[name]
+    model = load_shipped(name)
+    assert shipped_path(name).stat().st_size <= 5_000_000
+    assert model.train_config["method"] == e["method"] and model.train_config["data"] == "mnist"
+    assert model.data_shape == (1, 28, 28)
+    x = generate(model, 8, 1, batch=8)
+    assert x.shape == (8, 1, 28, 28) and bool(torch.isfinite(x).all())
+
+
+def test_shipped_gctm_one_jump_digits_reach_their_stated_quality():
+    """500 one-jump samples of the shipped GCTM: confident share, smallest class share and
+    digit FD (against the held-out digits) within the manifest's stated bounds."""
+    e = manifest()["mnist_gctm"]
+    x = generate(load_shipped("mnist_gctm"), 500, e["nfe"], batch=250, seed=1)
+    s = digits.score_digits(x, digits.reference_digits())
+    assert s.confident >= e["min_confident"], s
+    assert s.min_class >= e["min_class"], s
+    assert s.fd <= e["max_digit_fd"], s
+
+
+@pytest.mark.slow
+def test_mnist_cpu_config_starts_from_the_shipped_fm_velocity():
+    from gctm_mini.train_images import train_images
+
+    cfg = make_config("mnist_cpu", {"steps": 1, "lr": 0.0, "sample_every": 0})
+    res = train_images(cfg, None, progress=False)
+    fm = load_shipped("mnist_fm").state_dict()
+    for k, v in res.ema.state_dict().items():
+        assert torch.equal(v, fm[k]), k
