@@ -54,6 +54,7 @@ def checkpoint_dir() -> Path:
 MANIFEST_KEYS = {
     "2d": ("command", "method", "data", "sampler", "nfe", "max_w2_ratio"),
     "image": ("command", "nfe", "max_rfd_ratio"),
+    "digits": ("command", "method", "data", "sampler", "nfe"),
 }
 """The keys every manifest entry needs, by ``kind`` (``"2d"`` when absent)."""
 
@@ -71,7 +72,9 @@ def manifest(path: str | os.PathLike | None = None) -> dict:
             raise ValueError(f"{path}: entry {name!r} must be an object; got {type(e).__name__}")
         kind = e.get("kind", "2d")
         if kind not in MANIFEST_KEYS:
-            raise ValueError(f"{path}: entry {name!r} has kind {kind!r}; expected 2d or image")
+            raise ValueError(
+                f"{path}: entry {name!r} has kind {kind!r}; expected 2d, image or digits"
+            )
         missing = [k for k in MANIFEST_KEYS[kind] if k not in e]
         if missing:
             raise ValueError(f"{path}: entry {name!r} lacks {', '.join(missing)}")

@@ -444,7 +444,8 @@ def test_a_flipped_byte_in_the_weights_is_detected(tmp_path):
 
 
 def test_checkpoints_without_a_checksum_still_load(tmp_path):
-    for name in manifest():
+    old = [k for k, e in manifest().items() if e.get("kind") != "digits"]  # digits: with one
+    for name in old:
         assert CHECKSUM not in load_raw(SHIPPED / f"{name}.pt")  # shipped before checksums
         load_checkpoint(SHIPPED / f"{name}.pt")
     spec = mlp_spec(2, 8, 1)
