@@ -9,7 +9,11 @@ the batch. Shared pieces:
   normalized first, :math:`d(\Delta / w)`, which for a scalar w equals the reference form
   :math:`(\sqrt{\|\Delta\|^2 + (cw)^2} - cw) / w`.
 * stop-gradient targets use the **current** weights under ``torch.no_grad`` and the **same
-  dropout randomness** as the student pass (:func:`same_randomness`).
+  dropout masks** as the student pass: both run under one seed of the step's
+  :class:`~gctm_mini.randomness.Draws` (:meth:`~gctm_mini.randomness.Draws.dropout`), and
+  every other pass in training mode (the FM term, CTM's and BCM's extra jumps) under its own
+  seed of the same step, so each sample's masks are those of the global batch however it is
+  split over processes and micro-batches.
 * "map to time 0 with frozen weights" (CTM, BCM) lets the gradient flow through the input
   but not into the parameters (:func:`frozen`).
 
@@ -67,19 +71,6 @@ def pseudo_huber(delta: Tensor, c: float, weight: Tensor | None = None) -> Tenso
 
 
 @contextlib.contextmanager
-def same_randomness(seed: int, device: torch.device | None = None) -> Iterator[None]:
-    """Run a block with torch's RNG seeded to ``seed`` and restore the outer RNG afterwards.
-
-    Two forward passes of the same network on same-shaped inputs inside two such blocks with
-    the same seed draw identical dropout masks.
-    """
-    devices = [device] if device is not None and device.type == "cuda" else []
-    with torch.random.fork_rng(devices=devices, device_type="cuda" if devices else "cpu"):
-        torch.manual_seed(seed)
-        yield
-
-
-@contextlib.contextmanager
 def frozen(model: nn.Module) -> Iterator[nn.Module]:
     """Temporarily stop gradients into ``model``'s parameters (gradients still flow through inputs)."""
     flags = [p.requires_grad for p in model.parameters()]
@@ -89,6 +80,17 @@ def frozen(model: nn.Module) -> Iterator[nn.Module]:
     finally:
         for p, f in zip(model.parameters(), flags, strict=True):
             p.requires_grad_(f)
+
+
+@contextlib.contextmanager
+def train_mode(model: nn.Module) -> Iterator[nn.Module]:
+    """Temporarily put ``model`` in training mode (dropout on); its mode is restored after."""
+    was = model.training
+    model.train()
+    try:
+        yield model
+    finally:
+        model.train(was)
 
 
 def _xt(x0: Tensor, x1: Tensor, t: Tensor) -> Tensor:
@@ -141,14 +143,15 @@ def gctm_loss(
     with torch.no_grad():
         xu = integrate_per_sample(ema._velocity, xt, g, t_idx, u_idx, solver)
     seed = rng.seed()
-    with same_randomness(seed, x0.device), torch.no_grad():
+    with rng.dropout(model, seed), torch.no_grad():
         target = model._G(xu, u, s)
-    with same_randomness(seed, x0.device):
+    with rng.dropout(model, seed):
         student = model._G(xt, t, s)
     w = _gctm_weight(model, t, s, x0) if weighted else None
     l_cons = pseudo_huber(student - target, huber_c(x0), w).mean()
     t_fm = sample_fm_times(B, fm_times, x0.device, rng, fm_source_prob)
-    l_fm = fm_loss(model, x0, x1, t_fm)
+    with rng.dropout(model, seed + 1):
+        l_fm = fm_loss(model, x0, x1, t_fm)
     return lam * l_cons + l_fm, {"consistency": l_cons.item(), "fm": l_fm.item()}
 
 
@@ -191,9 +194,9 @@ def ct_loss(
     n = rng.categorical(ict_index_probs(grid), B).to(x0.device)
     t_hi, t_lo = g[n + 1], g[n]
     seed = rng.seed()
-    with same_randomness(seed, x0.device), torch.no_grad():
+    with rng.dropout(model, seed), torch.no_grad():
         target = model._G(_xt(x0, x1, t_lo), t_lo, torch.zeros_like(t_lo))
-    with same_randomness(seed, x0.device):
+    with rng.dropout(model, seed):
         student = model._G(_xt(x0, x1, t_hi), t_hi, torch.zeros_like(t_hi))
     lam = 1.0 / (_sigma(t_hi, sigma_max) - _sigma(t_lo, sigma_max))
     loss = (lam * pseudo_huber(student - target, huber_c(x0))).mean()
@@ -215,16 +218,24 @@ def cd_loss(
     Heun step of the **teacher's** velocity (Euler if :math:`t_n = 0`); student
     :math:`G_\theta(x_{t_{n+1}}, t_{n+1}, 0)`, target :math:`G_{\theta^-}(\hat x_{t_n}, t_n, 0)` with
     the EMA target network θ⁻; pseudo-Huber distance.
+
+    The target network runs in **train mode with the student's dropout masks** (one seed for
+    both passes), as in openai/consistency_models (its target model is put in train mode,
+    and the RNG state taken before the student pass is restored before the target pass), so
+    that student and target differ only by the weights and the teacher step, not by dropout.
     """
     rng = rng or Draws()
     B = x0.shape[0]
     g = grid.to(x0)
     n = rng.randint(0, g.shape[0] - 1, B).to(x0.device)
     x_hi = _xt(x0, x1, g[n + 1])
+    seed = rng.seed()
     with torch.no_grad():
         x_lo = integrate_per_sample(teacher._velocity, x_hi, g, n + 1, n, "heun")
-        target = target_model._G(x_lo, g[n], torch.zeros_like(g[n]))
-    student = model._G(x_hi, g[n + 1], torch.zeros_like(g[n]))
+        with train_mode(target_model), rng.dropout(target_model, seed):
+            target = target_model._G(x_lo, g[n], torch.zeros_like(g[n]))
+    with rng.dropout(model, seed):
+        student = model._G(x_hi, g[n + 1], torch.zeros_like(g[n]))
     loss = pseudo_huber(student - target, huber_c(x0)).mean()
     return loss, {"consistency": loss.item()}
 
@@ -264,14 +275,29 @@ def ctm_loss(
         xu = integrate_per_sample(teacher._velocity, xt, g, t_idx, u_idx, "heun")
         seed = rng.seed()
         target = target_model._G(xu, u, s)
-        with same_randomness(seed, dev):
+        with rng.dropout(model, seed):
             target0 = model._G(target, s, zero)
-    student_s = model._G(xt, t, s)
-    with frozen(model), same_randomness(seed, dev):
+    with rng.dropout(model, seed + 1):
+        student_s = model._G(xt, t, s)
+    with frozen(model), rng.dropout(model, seed):
         student0 = model._G(student_s, s, zero)
     l_cons = pseudo_huber(student0 - target0, huber_c(x0)).mean()
-    l_fm = fm_loss(model, x0, x1, sample_fm_times(B, fm_times, dev, rng, fm_source_prob))
+    t_fm = sample_fm_times(B, fm_times, dev, rng, fm_source_prob)
+    with rng.dropout(model, seed + 2):
+        l_fm = fm_loss(model, x0, x1, t_fm)
     return l_cons + l_fm, {"consistency": l_cons.item(), "fm": l_fm.item()}
+
+
+def bcm_tau_probs(probs: Tensor, n: Tensor) -> Tensor:
+    r"""Per-sample probabilities of BCM's jump target τ = grid[j], ``(B, N)``.
+
+    j runs over the grid points 0…N−1 with the iCT interval probabilities ``probs: (N,)``,
+    except :math:`j = n + 1` (τ would equal the start time :math:`t_{n+1}`), for intervals
+    ``n: (B,)``. For n = N − 1 the start is the grid's end point N, outside the support, so
+    nothing is removed. Rows are not normalized (the sampler normalizes).
+    """
+    cols = torch.arange(probs.shape[0], device=probs.device)
+    return torch.where(cols[None, :] == (n + 1)[:, None], torch.zeros_like(probs), probs)
 
 
 def bcm_loss(
@@ -307,21 +333,18 @@ def bcm_loss(
     dev = x0.device
     probs = ict_index_probs(grid).to(dev)
     n = rng.categorical(probs, B).to(dev)
-    # τ = grid[j], j ~ the same distribution over grid points 0…N−1, excluding j = n + 1
-    pj = probs.expand(B, -1).clone()
-    pj.scatter_(1, (n + 1).clamp(max=pj.shape[1] - 1)[:, None], 0.0)
-    j = rng.categorical_rows(pj).to(dev)
+    j = rng.categorical_rows(bcm_tau_probs(probs, n)).to(dev)
     t_hi, t_lo, tau = g[n + 1], g[n], g[j]
     zero = torch.zeros_like(t_hi)
     x_hi = _xt(x0, x1, t_hi)
     seed = rng.seed()
-    with same_randomness(seed, dev), torch.no_grad():
+    with rng.dropout(model, seed), torch.no_grad():
         y = model._G(_xt(x0, x1, t_lo), t_lo, zero)
-    with same_randomness(seed, dev):
+    with rng.dropout(model, seed):
         direct = model._G(x_hi, t_hi, zero)
-    with same_randomness(seed + 1, dev):
+    with rng.dropout(model, seed + 1):
         jumped = model._G(x_hi, t_hi, tau)
-    with frozen(model), same_randomness(seed + 2, dev):
+    with frozen(model), rng.dropout(model, seed + 2):
         back = model._G(jumped, tau, zero)
     sig_hi = _sigma(t_hi, sigma_max)
     c = huber_c(x0)

@@ -143,7 +143,8 @@ class TrainingMethod:
         rng = rng or Draws()
         if m == "fm":
             t = sample_fm_times(x0.shape[0], cfg.fm_times, x0.device, rng, cfg.fm_source_prob)
-            loss = fm_loss(model, x0, x1, t)
+            with rng.dropout(model):
+                loss = fm_loss(model, x0, x1, t)
             return loss, {"fm": loss.item()}
         grid = self.grid(step, rng).to(x0.device)
         if m == "gctm":

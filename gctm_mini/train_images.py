@@ -356,11 +356,15 @@ def build_image_data(cfg: ImageConfig, split: str = "train"):
         return cifar10(cfg.data_root, train=split == "train", download=cfg.download)
     if kind == "folder":
         return ImageFolder(arg, cfg.image_size)
-    return PairedFolder(arg, cfg.image_size, flip=cfg.flip)
+    return PairedFolder(arg, cfg.image_size)
 
 
 def draw_image_batch(cfg: ImageConfig, ds, rng: Draws, n: int):
-    """A global batch ``(x0, x1)``: data by index from ``rng``; source = noise or the pair's input."""
+    """A global batch ``(x0, x1)``: data by index from ``rng``; source = noise or the pair's input.
+
+    With ``cfg.flip`` (paired data) each pair is mirrored, both halves together, where a
+    U(0, 1) draw of ``rng`` is below ½: the only flip, seeded by the step like every draw.
+    """
     idx = rng.randint(0, len(ds), n)
     batch = stack_batch(ds, idx)
     if isinstance(batch, tuple):

@@ -23,6 +23,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .randomness import SampleDropout
+
 UNET_PRESETS: dict[str, dict] = {
     "paper": {
         "model_channels": 128,
@@ -114,7 +116,7 @@ class TwoTimeBlock(nn.Module):
         self.affine_t = nn.Linear(emb_dim, 2 * cout)
         self.affine_s = nn.Linear(emb_dim, 2 * cout)
         self.norm1 = nn.GroupNorm(_groups(cout), cout)
-        self.dropout = nn.Dropout(dropout)
+        self.dropout = SampleDropout(dropout)
         self.conv1 = nn.Conv2d(cout, cout, 3, padding=1)
         nn.init.zeros_(self.conv1.weight)
         nn.init.zeros_(self.conv1.bias)
