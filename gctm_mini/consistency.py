@@ -116,6 +116,7 @@ def gctm_loss(
     weighted: bool = True,
     solver: str = "heun",
     fm_source_prob: float = 0.0,
+    t_snap: str = "nearest",
     rng: Draws | None = None,
 ) -> tuple[Tensor, dict]:
     r"""GCTM: teacher-free trajectory consistency plus FM (docs/conventions.md §3–§4).
@@ -132,12 +133,13 @@ def gctm_loss(
         grid: coarse grid ``(N + 1,)`` ascending from 0 to 1 (the curriculum's current N).
         fm_source_prob: probability of an FM time exactly at the source, t = 1
             (:func:`~gctm_mini.losses.sample_fm_times`).
+        t_snap: how t is snapped to the grid (:func:`~gctm_mini.timegrid.draw_tsu`).
         rng: the step's :class:`~gctm_mini.randomness.Draws` (default: torch's global RNG).
     """
     rng = rng or Draws()
     B = x0.shape[0]
     g = grid.to(x0)
-    t_idx, s_idx, u_idx = draw_tsu(grid.to(x0.device), B, rng)
+    t_idx, s_idx, u_idx = draw_tsu(grid.to(x0.device), B, rng, t_snap)
     t, s, u = g[t_idx], g[s_idx], g[u_idx]
     xt = _xt(x0, x1, t)
     with torch.no_grad():

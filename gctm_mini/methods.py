@@ -32,7 +32,7 @@ from .interpolant import SIGMA_MIN
 from .losses import FM_TIME_SAMPLERS, fm_loss, sample_fm_times
 from .parameterization import FlowMapModel
 from .randomness import Draws
-from .timegrid import curriculum_N, fine_grid
+from .timegrid import T_SNAPS, curriculum_N, fine_grid
 from .validation import check_fields, knob
 
 METHODS = ("fm", "cd", "ct", "ctm", "gctm", "bcm")
@@ -67,6 +67,12 @@ class MethodFields:
         80.0, "σ_max: t = 1 clamped to σ = t/(1 − t) = σ_max (> σ_min)", gt=SIGMA_MIN
     )
     grid_jitter: bool = knob(True, "shift the grid's interior nodes randomly every step")
+    t_snap: str = knob(
+        "nearest",
+        "GCTM: snap the drawn t to the nearest grid node or one node up (timegrid.draw_tsu)",
+        choices=T_SNAPS,
+        what="t snap",
+    )
 
     def check_method_fields(self) -> None:
         """Raise ``ValueError`` for any field outside its declared range (an unknown method, a
@@ -158,6 +164,7 @@ class TrainingMethod:
                 fm_times=cfg.fm_times,
                 weighted=cfg.weighted,
                 fm_source_prob=cfg.fm_source_prob,
+                t_snap=cfg.t_snap,
                 rng=rng,
             )
         if m == "ct":
