@@ -22,7 +22,7 @@ Method summary (t > u ≥ s are times on a coarse EDM grid; X0 data, X1 source):
 =====  =====================================  ==============================  ==============
 name   student                                target                           ODE teacher
 =====  =====================================  ==============================  ==============
-CD     G_θ(x_{t_{n+1}}, t_{n+1}, 0)            G_ema⁻(x̂_{t_n}, t_n, 0)          FM model, 1 Heun step
+CD     G_θ(x_{t_{n+1}}, t_{n+1}, 0)            G_θ⁻(x̂_{t_n}, t_n, 0) (train)     FM model, 1 Heun step
 CT     G_θ(x_{t_{n+1}}, t_{n+1}, 0)            sg G_θ(x_{t_n}, t_n, 0), same X1  none
 CTM    G_sg(G_θ(x_t, t, s), s, 0)              G_sg(G_ema(x_u, u, s), s, 0)      FM model, Heun t → u
 GCTM   G_θ(x_t, t, s)                          sg G_θ(x_u, u, s)                 own EMA velocity, Heun t → u
@@ -258,9 +258,31 @@ def ctm_loss(
 
     t-index uniform in {1…N}, s uniform in {0…t−1}, u uniform in {s…t−1};
     :math:`x_u` = Heun t → u with the **teacher's** velocity; target
-    :math:`G_{\theta^-}(x_u, u, s)` with the EMA target network; both sides mapped to time 0
-    by :math:`G_{\mathrm{sg}(\theta)}(\cdot, s, 0)` (frozen weights, gradients through the
-    student's input); pseudo-Huber; plus the FM/DSM loss.
+    :math:`G_{\theta^-}(x_u, u, s)` with the EMA network θ⁻ (``target_model``); both sides
+    mapped to time 0 by :math:`G_{\mathrm{sg}(\theta)}(\cdot, s, 0)` (the online weights,
+    frozen: gradients flow through the student's input only; one dropout mask for both
+    sides); pseudo-Huber; plus the FM/DSM loss with weight 1.
+
+    Differences from the reference code (sony/ctm, ``karras_diffusion.py`` with its default
+    ``ctm_estimate_outer_type="target_model_sg"``, ``ctm_target_inner_type="model_sg"``):
+
+    * **network roles.** There the estimate's outer map to time 0 and the target's outer map
+      use the EMA target network (μ = 0.999), and the target's inner jump the *online*
+      network under stop-gradient. Here the roles are swapped: both outer maps use the
+      online weights, the inner target jump the EMA copy. Both choices send the two sides
+      through one and the same outer map, so they differ only through the inner jumps.
+      Here θ⁻ is the run's sampling EMA (``ema_decay``, 0.99 in the 2D configs), not a
+      separate slow target network; it lags the online weights by about 1/(1 − μ) steps,
+      so as the shared outer map it would compare both sides through a map older than the
+      one being trained, which matters in the short runs of this package. The inner target
+      jump from the EMA copy is CD's target network (Song et al. 2023). The two role
+      assignments have not been compared by measurement here.
+    * **DSM weight.** The reference scales the DSM term adaptively, by
+      :math:`\|\nabla_w L_\text{CTM}\| / \|\nabla_w L_\text{DSM}\|` at the network's last
+      layer w (a second gradient per step, tied to one layer of its U-Nets). Here the
+      weight is fixed to 1, as GCTM's reference weighs its FM term by a fixed λ: both terms
+      are already scaled by the same preconditioning (``c_out``), the objective stays a fixed
+      function of θ, and the loss works for any network without naming its last layer.
     """
     rng = rng or Draws()
     B = x0.shape[0]

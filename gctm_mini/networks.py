@@ -38,7 +38,9 @@ class TwoTimeMLP(nn.Module):
 
     Args:
         dim: data dimension d; ``hidden``: width; ``depth``: hidden layers;
-        ``emb_dim``: Fourier features per time; ``dropout``: after each hidden activation.
+        ``emb_dim``: Fourier features per time; ``dropout``: after each hidden activation
+        but the last (:class:`~gctm_mini.randomness.SampleDropout`, masks keyed per sample
+        by the training losses).
     """
 
     def __init__(
