@@ -5,7 +5,8 @@
 One step: draw the **global** batch (data indices and source noise from the step's own
 random stream, :mod:`gctm_mini.randomness`), pair it with the configured coupling, take this
 process's share, split it into ``grad_accum`` micro-batches, and run the method's loss on each
-(every micro-batch draws its per-sample randomness as a slice of the global batch's). With
+(every micro-batch draws its per-sample randomness, dropout masks included, as its rows of
+the global batch's: :class:`~gctm_mini.randomness.Draws` at the micro-batch's offset). With
 several processes (``torchrun``) the gradients are averaged with one all-reduce before the
 Adam step, so k processes at global batch B take the same step as one process at B. Rank 0
 alone writes checkpoints, logs and sample grids.
