@@ -83,7 +83,7 @@ def write_pair(path, seed):
 def paired_config(tmp_path):
     for k in range(6):
         write_pair(tmp_path / f"{k}.png", k)
-    overrides = [f"data=paired:{tmp_path}", "image_size=8", "eps=0", "batch_size=6"]
+    overrides = [f"data=paired:{tmp_path}", "net=tiny", "image_size=8", "eps=0", "batch_size=6"]
     cfg = make_config("facades", overrides)
     assert cfg.flip
     return cfg, build_image_data(cfg)
