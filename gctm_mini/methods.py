@@ -68,16 +68,20 @@ class MethodFields:
     )
     grid_jitter: bool = knob(True, "shift the grid's interior nodes randomly every step")
     t_snap: str = knob(
-        "nearest",
-        "GCTM: snap the drawn t to the nearest grid node or one node up (timegrid.draw_tsu)",
-        choices=T_SNAPS,
+        "auto",
+        "GCTM: snap the drawn t to the nearest grid node or one node up (timegrid.draw_tsu); "
+        "auto = up for 2D translation, nearest otherwise",
+        choices=("auto", *T_SNAPS),
         what="t snap",
     )
 
     def check_method_fields(self) -> None:
         """Raise ``ValueError`` for any field outside its declared range (an unknown method, a
-        decay ≥ 1, NaN, …) and for inconsistent method knobs."""
+        decay ≥ 1, NaN, …) and for inconsistent method knobs; resolve ``t_snap="auto"``
+        (:meth:`auto_t_snap`)."""
         check_fields(self)
+        if self.t_snap == "auto":
+            self.t_snap = self.auto_t_snap()
         if self.n_cap < self.n_start:
             raise ValueError(
                 f"n_cap must be ≥ n_start; got n_start={self.n_start}, n_cap={self.n_cap}"
@@ -88,6 +92,13 @@ class MethodFields:
                 f"teacher is used only by {', '.join(NEEDS_TEACHER)}; got teacher={teacher!r} "
                 f"with method {self.method!r}"
             )
+
+    def auto_t_snap(self) -> str:
+        """The measured better :func:`~gctm_mini.timegrid.draw_tsu` snap for this config
+        (``benchmarks/t_snap.py``, one-jump quality over seeds): ``"up"`` when a 2D config
+        translates from a second data set (``source`` other than ``"gaussian"``),
+        ``"nearest"`` otherwise. See :func:`~gctm_mini.timegrid.draw_tsu` for the numbers."""
+        return "up" if getattr(self, "source", "gaussian") != "gaussian" else "nearest"
 
 
 def double_every(cfg) -> int:

@@ -132,3 +132,16 @@ def test_unknown_t_snap_is_a_clear_error():
         draw_tsu(fine_grid(4), 8, snap="down")
     with pytest.raises(ValueError, match="t snap"):
         MethodFields(t_snap="down").check_method_fields()
+
+
+def test_t_snap_auto_is_up_for_2d_translation_and_nearest_otherwise():
+    from gctm_mini.train_images import make_config
+    from gctm_mini.training import Toy2DConfig
+
+    assert Toy2DConfig(method="gctm", source="8gaussians").validate().t_snap == "up"
+    assert Toy2DConfig(method="gctm").validate().t_snap == "nearest"  # noise → data
+    assert Toy2DConfig(method="gctm", source="8gaussians", t_snap="nearest").validate().t_snap == (
+        "nearest"
+    )
+    for name in ("patches_cpu", "sr2_cpu", "colorize_cpu", "cifar10"):
+        assert make_config(name).t_snap == "nearest", name
