@@ -9,7 +9,11 @@ the batch. Shared pieces:
   normalized first, :math:`d(\Delta / w)`, which for a scalar w equals the reference form
   :math:`(\sqrt{\|\Delta\|^2 + (cw)^2} - cw) / w`.
 * stop-gradient targets use the **current** weights under ``torch.no_grad`` and the **same
-  dropout randomness** as the student pass (:func:`same_randomness`).
+  dropout masks** as the student pass: both run under one seed of the step's
+  :class:`~gctm_mini.randomness.Draws` (:meth:`~gctm_mini.randomness.Draws.dropout`), and
+  every other pass in training mode (the FM term, CTM's and BCM's extra jumps) under its own
+  seed of the same step, so each sample's masks are those of the global batch however it is
+  split over processes and micro-batches.
 * "map to time 0 with frozen weights" (CTM, BCM) lets the gradient flow through the input
   but not into the parameters (:func:`frozen`).
 
@@ -18,7 +22,7 @@ Method summary (t > u ≥ s are times on a coarse EDM grid; X0 data, X1 source):
 =====  =====================================  ==============================  ==============
 name   student                                target                           ODE teacher
 =====  =====================================  ==============================  ==============
-CD     G_θ(x_{t_{n+1}}, t_{n+1}, 0)            G_ema⁻(x̂_{t_n}, t_n, 0)          FM model, 1 Heun step
+CD     G_θ(x_{t_{n+1}}, t_{n+1}, 0)            G_θ⁻(x̂_{t_n}, t_n, 0) (train)     FM model, 1 Heun step
 CT     G_θ(x_{t_{n+1}}, t_{n+1}, 0)            sg G_θ(x_{t_n}, t_n, 0), same X1  none
 CTM    G_sg(G_θ(x_t, t, s), s, 0)              G_sg(G_ema(x_u, u, s), s, 0)      FM model, Heun t → u
 GCTM   G_θ(x_t, t, s)                          sg G_θ(x_u, u, s)                 own EMA velocity, Heun t → u
@@ -67,19 +71,6 @@ def pseudo_huber(delta: Tensor, c: float, weight: Tensor | None = None) -> Tenso
 
 
 @contextlib.contextmanager
-def same_randomness(seed: int, device: torch.device | None = None) -> Iterator[None]:
-    """Run a block with torch's RNG seeded to ``seed`` and restore the outer RNG afterwards.
-
-    Two forward passes of the same network on same-shaped inputs inside two such blocks with
-    the same seed draw identical dropout masks.
-    """
-    devices = [device] if device is not None and device.type == "cuda" else []
-    with torch.random.fork_rng(devices=devices, device_type="cuda" if devices else "cpu"):
-        torch.manual_seed(seed)
-        yield
-
-
-@contextlib.contextmanager
 def frozen(model: nn.Module) -> Iterator[nn.Module]:
     """Temporarily stop gradients into ``model``'s parameters (gradients still flow through inputs)."""
     flags = [p.requires_grad for p in model.parameters()]
@@ -89,6 +80,17 @@ def frozen(model: nn.Module) -> Iterator[nn.Module]:
     finally:
         for p, f in zip(model.parameters(), flags, strict=True):
             p.requires_grad_(f)
+
+
+@contextlib.contextmanager
+def train_mode(model: nn.Module) -> Iterator[nn.Module]:
+    """Temporarily put ``model`` in training mode (dropout on); its mode is restored after."""
+    was = model.training
+    model.train()
+    try:
+        yield model
+    finally:
+        model.train(was)
 
 
 def _xt(x0: Tensor, x1: Tensor, t: Tensor) -> Tensor:
@@ -114,6 +116,7 @@ def gctm_loss(
     weighted: bool = True,
     solver: str = "heun",
     fm_source_prob: float = 0.0,
+    t_snap: str = "nearest",
     rng: Draws | None = None,
 ) -> tuple[Tensor, dict]:
     r"""GCTM: teacher-free trajectory consistency plus FM (docs/conventions.md §3–§4).
@@ -130,25 +133,27 @@ def gctm_loss(
         grid: coarse grid ``(N + 1,)`` ascending from 0 to 1 (the curriculum's current N).
         fm_source_prob: probability of an FM time exactly at the source, t = 1
             (:func:`~gctm_mini.losses.sample_fm_times`).
+        t_snap: how t is snapped to the grid (:func:`~gctm_mini.timegrid.draw_tsu`).
         rng: the step's :class:`~gctm_mini.randomness.Draws` (default: torch's global RNG).
     """
     rng = rng or Draws()
     B = x0.shape[0]
     g = grid.to(x0)
-    t_idx, s_idx, u_idx = draw_tsu(grid.to(x0.device), B, rng)
+    t_idx, s_idx, u_idx = draw_tsu(grid.to(x0.device), B, rng, t_snap)
     t, s, u = g[t_idx], g[s_idx], g[u_idx]
     xt = _xt(x0, x1, t)
     with torch.no_grad():
         xu = integrate_per_sample(ema._velocity, xt, g, t_idx, u_idx, solver)
     seed = rng.seed()
-    with same_randomness(seed, x0.device), torch.no_grad():
+    with rng.dropout(model, seed), torch.no_grad():
         target = model._G(xu, u, s)
-    with same_randomness(seed, x0.device):
+    with rng.dropout(model, seed):
         student = model._G(xt, t, s)
     w = _gctm_weight(model, t, s, x0) if weighted else None
     l_cons = pseudo_huber(student - target, huber_c(x0), w).mean()
     t_fm = sample_fm_times(B, fm_times, x0.device, rng, fm_source_prob)
-    l_fm = fm_loss(model, x0, x1, t_fm)
+    with rng.dropout(model, seed + 1):
+        l_fm = fm_loss(model, x0, x1, t_fm)
     return lam * l_cons + l_fm, {"consistency": l_cons.item(), "fm": l_fm.item()}
 
 
@@ -191,9 +196,9 @@ def ct_loss(
     n = rng.categorical(ict_index_probs(grid), B).to(x0.device)
     t_hi, t_lo = g[n + 1], g[n]
     seed = rng.seed()
-    with same_randomness(seed, x0.device), torch.no_grad():
+    with rng.dropout(model, seed), torch.no_grad():
         target = model._G(_xt(x0, x1, t_lo), t_lo, torch.zeros_like(t_lo))
-    with same_randomness(seed, x0.device):
+    with rng.dropout(model, seed):
         student = model._G(_xt(x0, x1, t_hi), t_hi, torch.zeros_like(t_hi))
     lam = 1.0 / (_sigma(t_hi, sigma_max) - _sigma(t_lo, sigma_max))
     loss = (lam * pseudo_huber(student - target, huber_c(x0))).mean()
@@ -215,16 +220,24 @@ def cd_loss(
     Heun step of the **teacher's** velocity (Euler if :math:`t_n = 0`); student
     :math:`G_\theta(x_{t_{n+1}}, t_{n+1}, 0)`, target :math:`G_{\theta^-}(\hat x_{t_n}, t_n, 0)` with
     the EMA target network θ⁻; pseudo-Huber distance.
+
+    The target network runs in **train mode with the student's dropout masks** (one seed for
+    both passes), as in openai/consistency_models (its target model is put in train mode,
+    and the RNG state taken before the student pass is restored before the target pass), so
+    that student and target differ only by the weights and the teacher step, not by dropout.
     """
     rng = rng or Draws()
     B = x0.shape[0]
     g = grid.to(x0)
     n = rng.randint(0, g.shape[0] - 1, B).to(x0.device)
     x_hi = _xt(x0, x1, g[n + 1])
+    seed = rng.seed()
     with torch.no_grad():
         x_lo = integrate_per_sample(teacher._velocity, x_hi, g, n + 1, n, "heun")
-        target = target_model._G(x_lo, g[n], torch.zeros_like(g[n]))
-    student = model._G(x_hi, g[n + 1], torch.zeros_like(g[n]))
+        with train_mode(target_model), rng.dropout(target_model, seed):
+            target = target_model._G(x_lo, g[n], torch.zeros_like(g[n]))
+    with rng.dropout(model, seed):
+        student = model._G(x_hi, g[n + 1], torch.zeros_like(g[n]))
     loss = pseudo_huber(student - target, huber_c(x0)).mean()
     return loss, {"consistency": loss.item()}
 
@@ -245,9 +258,31 @@ def ctm_loss(
 
     t-index uniform in {1…N}, s uniform in {0…t−1}, u uniform in {s…t−1};
     :math:`x_u` = Heun t → u with the **teacher's** velocity; target
-    :math:`G_{\theta^-}(x_u, u, s)` with the EMA target network; both sides mapped to time 0
-    by :math:`G_{\mathrm{sg}(\theta)}(\cdot, s, 0)` (frozen weights, gradients through the
-    student's input); pseudo-Huber; plus the FM/DSM loss.
+    :math:`G_{\theta^-}(x_u, u, s)` with the EMA network θ⁻ (``target_model``); both sides
+    mapped to time 0 by :math:`G_{\mathrm{sg}(\theta)}(\cdot, s, 0)` (the online weights,
+    frozen: gradients flow through the student's input only; one dropout mask for both
+    sides); pseudo-Huber; plus the FM/DSM loss with weight 1.
+
+    Differences from the reference code (sony/ctm, ``karras_diffusion.py`` with its default
+    ``ctm_estimate_outer_type="target_model_sg"``, ``ctm_target_inner_type="model_sg"``):
+
+    * **network roles.** There the estimate's outer map to time 0 and the target's outer map
+      use the EMA target network (μ = 0.999), and the target's inner jump the *online*
+      network under stop-gradient. Here the roles are swapped: both outer maps use the
+      online weights, the inner target jump the EMA copy. Both choices send the two sides
+      through one and the same outer map, so they differ only through the inner jumps.
+      Here θ⁻ is the run's sampling EMA (``ema_decay``, 0.99 in the 2D configs), not a
+      separate slow target network; it lags the online weights by about 1/(1 − μ) steps,
+      so as the shared outer map it would compare both sides through a map older than the
+      one being trained, which matters in the short runs of this package. The inner target
+      jump from the EMA copy is CD's target network (Song et al. 2023). The two role
+      assignments have not been compared by measurement here.
+    * **DSM weight.** The reference scales the DSM term adaptively, by
+      :math:`\|\nabla_w L_\text{CTM}\| / \|\nabla_w L_\text{DSM}\|` at the network's last
+      layer w (a second gradient per step, tied to one layer of its U-Nets). Here the
+      weight is fixed to 1, as GCTM's reference weighs its FM term by a fixed λ: both terms
+      are already scaled by the same preconditioning (``c_out``), the objective stays a fixed
+      function of θ, and the loss works for any network without naming its last layer.
     """
     rng = rng or Draws()
     B = x0.shape[0]
@@ -264,14 +299,29 @@ def ctm_loss(
         xu = integrate_per_sample(teacher._velocity, xt, g, t_idx, u_idx, "heun")
         seed = rng.seed()
         target = target_model._G(xu, u, s)
-        with same_randomness(seed, dev):
+        with rng.dropout(model, seed):
             target0 = model._G(target, s, zero)
-    student_s = model._G(xt, t, s)
-    with frozen(model), same_randomness(seed, dev):
+    with rng.dropout(model, seed + 1):
+        student_s = model._G(xt, t, s)
+    with frozen(model), rng.dropout(model, seed):
         student0 = model._G(student_s, s, zero)
     l_cons = pseudo_huber(student0 - target0, huber_c(x0)).mean()
-    l_fm = fm_loss(model, x0, x1, sample_fm_times(B, fm_times, dev, rng, fm_source_prob))
+    t_fm = sample_fm_times(B, fm_times, dev, rng, fm_source_prob)
+    with rng.dropout(model, seed + 2):
+        l_fm = fm_loss(model, x0, x1, t_fm)
     return l_cons + l_fm, {"consistency": l_cons.item(), "fm": l_fm.item()}
+
+
+def bcm_tau_probs(probs: Tensor, n: Tensor) -> Tensor:
+    r"""Per-sample probabilities of BCM's jump target τ = grid[j], ``(B, N)``.
+
+    j runs over the grid points 0…N−1 with the iCT interval probabilities ``probs: (N,)``,
+    except :math:`j = n + 1` (τ would equal the start time :math:`t_{n+1}`), for intervals
+    ``n: (B,)``. For n = N − 1 the start is the grid's end point N, outside the support, so
+    nothing is removed. Rows are not normalized (the sampler normalizes).
+    """
+    cols = torch.arange(probs.shape[0], device=probs.device)
+    return torch.where(cols[None, :] == (n + 1)[:, None], torch.zeros_like(probs), probs)
 
 
 def bcm_loss(
@@ -307,21 +357,18 @@ def bcm_loss(
     dev = x0.device
     probs = ict_index_probs(grid).to(dev)
     n = rng.categorical(probs, B).to(dev)
-    # τ = grid[j], j ~ the same distribution over grid points 0…N−1, excluding j = n + 1
-    pj = probs.expand(B, -1).clone()
-    pj.scatter_(1, (n + 1).clamp(max=pj.shape[1] - 1)[:, None], 0.0)
-    j = rng.categorical_rows(pj).to(dev)
+    j = rng.categorical_rows(bcm_tau_probs(probs, n)).to(dev)
     t_hi, t_lo, tau = g[n + 1], g[n], g[j]
     zero = torch.zeros_like(t_hi)
     x_hi = _xt(x0, x1, t_hi)
     seed = rng.seed()
-    with same_randomness(seed, dev), torch.no_grad():
+    with rng.dropout(model, seed), torch.no_grad():
         y = model._G(_xt(x0, x1, t_lo), t_lo, zero)
-    with same_randomness(seed, dev):
+    with rng.dropout(model, seed):
         direct = model._G(x_hi, t_hi, zero)
-    with same_randomness(seed + 1, dev):
+    with rng.dropout(model, seed + 1):
         jumped = model._G(x_hi, t_hi, tau)
-    with frozen(model), same_randomness(seed + 2, dev):
+    with frozen(model), rng.dropout(model, seed + 2):
         back = model._G(jumped, tau, zero)
     sig_hi = _sigma(t_hi, sigma_max)
     c = huber_c(x0)

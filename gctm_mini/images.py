@@ -273,11 +273,16 @@ class ImageFolder(Dataset):
 
 class PairedFolder(Dataset):
     """pix2pix-style pairs: each file is ``[A | B]`` side by side; **A (left) is the source X1,
-    B (right) the target X0**. Returns ``(x0, x1)``, each resized to ``size``; with ``flip``
-    both halves are mirrored together with probability ½ (``generator`` makes it seeded)."""
+    B (right) the target X0**. Returns ``(x0, x1)``, each resized to ``size``.
 
-    def __init__(self, root: str | os.PathLike, size: int = 64, flip: bool = False) -> None:
-        self.root, self.size, self.flip = Path(root), size, flip
+    Indexing is deterministic (no random flip here): the training loop mirrors both halves
+    together with probability ½ from the step's own draws (``flip`` in the image config,
+    :func:`gctm_mini.train_images.draw_image_batch`), so a run is reproducible and split
+    across processes like every other draw. :meth:`pair` gives the mirrored pair directly.
+    """
+
+    def __init__(self, root: str | os.PathLike, size: int = 64) -> None:
+        self.root, self.size = Path(root), size
         self.files = _image_files(self.root)
 
     def __len__(self) -> int:
@@ -299,7 +304,7 @@ class PairedFolder(Dataset):
         return x0, x1
 
     def __getitem__(self, i: int) -> tuple[Tensor, Tensor]:
-        return self.pair(i, self.flip and bool(torch.rand(()) < 0.5))
+        return self.pair(i)
 
     def describe(self) -> str:
         return f"paired folder {self.root} ([A|B], A = source): {len(self)} pairs at {self.size}×{self.size}"

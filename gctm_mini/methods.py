@@ -32,7 +32,7 @@ from .interpolant import SIGMA_MIN
 from .losses import FM_TIME_SAMPLERS, fm_loss, sample_fm_times
 from .parameterization import FlowMapModel
 from .randomness import Draws
-from .timegrid import curriculum_N, fine_grid
+from .timegrid import T_SNAPS, curriculum_N, fine_grid
 from .validation import check_fields, knob
 
 METHODS = ("fm", "cd", "ct", "ctm", "gctm", "bcm")
@@ -67,11 +67,21 @@ class MethodFields:
         80.0, "σ_max: t = 1 clamped to σ = t/(1 − t) = σ_max (> σ_min)", gt=SIGMA_MIN
     )
     grid_jitter: bool = knob(True, "shift the grid's interior nodes randomly every step")
+    t_snap: str = knob(
+        "auto",
+        "GCTM: snap the drawn t to the nearest grid node or one node up (timegrid.draw_tsu); "
+        "auto = up for 2D translation, nearest otherwise",
+        choices=("auto", *T_SNAPS),
+        what="t snap",
+    )
 
     def check_method_fields(self) -> None:
         """Raise ``ValueError`` for any field outside its declared range (an unknown method, a
-        decay ≥ 1, NaN, …) and for inconsistent method knobs."""
+        decay ≥ 1, NaN, …) and for inconsistent method knobs; resolve ``t_snap="auto"``
+        (:meth:`auto_t_snap`)."""
         check_fields(self)
+        if self.t_snap == "auto":
+            self.t_snap = self.auto_t_snap()
         if self.n_cap < self.n_start:
             raise ValueError(
                 f"n_cap must be ≥ n_start; got n_start={self.n_start}, n_cap={self.n_cap}"
@@ -82,6 +92,13 @@ class MethodFields:
                 f"teacher is used only by {', '.join(NEEDS_TEACHER)}; got teacher={teacher!r} "
                 f"with method {self.method!r}"
             )
+
+    def auto_t_snap(self) -> str:
+        """The measured better :func:`~gctm_mini.timegrid.draw_tsu` snap for this config
+        (``benchmarks/t_snap.py``, one-jump quality over seeds): ``"up"`` when a 2D config
+        translates from a second data set (``source`` other than ``"gaussian"``),
+        ``"nearest"`` otherwise. See :func:`~gctm_mini.timegrid.draw_tsu` for the numbers."""
+        return "up" if getattr(self, "source", "gaussian") != "gaussian" else "nearest"
 
 
 def double_every(cfg) -> int:
@@ -143,7 +160,8 @@ class TrainingMethod:
         rng = rng or Draws()
         if m == "fm":
             t = sample_fm_times(x0.shape[0], cfg.fm_times, x0.device, rng, cfg.fm_source_prob)
-            loss = fm_loss(model, x0, x1, t)
+            with rng.dropout(model):
+                loss = fm_loss(model, x0, x1, t)
             return loss, {"fm": loss.item()}
         grid = self.grid(step, rng).to(x0.device)
         if m == "gctm":
@@ -157,6 +175,7 @@ class TrainingMethod:
                 fm_times=cfg.fm_times,
                 weighted=cfg.weighted,
                 fm_source_prob=cfg.fm_source_prob,
+                t_snap=cfg.t_snap,
                 rng=rng,
             )
         if m == "ct":

@@ -12,6 +12,8 @@ import math
 import torch
 from torch import Tensor, nn
 
+from .randomness import SampleDropout
+
 
 class FourierTimeEmbedding(nn.Module):
     r"""Deterministic Fourier features :math:`[\cos(2\pi f_k c), \sin(2\pi f_k c)]_k` of a label ``c: (B,)``.
@@ -36,7 +38,9 @@ class TwoTimeMLP(nn.Module):
 
     Args:
         dim: data dimension d; ``hidden``: width; ``depth``: hidden layers;
-        ``emb_dim``: Fourier features per time; ``dropout``: after each hidden activation.
+        ``emb_dim``: Fourier features per time; ``dropout``: after each hidden activation
+        but the last (:class:`~gctm_mini.randomness.SampleDropout`, masks keyed per sample
+        by the training losses).
     """
 
     def __init__(
@@ -51,7 +55,7 @@ class TwoTimeMLP(nn.Module):
         self.embed = FourierTimeEmbedding(emb_dim)
         layers: list[nn.Module] = [nn.Linear(dim + 2 * emb_dim, hidden), nn.SiLU()]
         for _ in range(depth - 1):
-            layers += [nn.Dropout(dropout)] if dropout > 0 else []
+            layers += [SampleDropout(dropout)] if dropout > 0 else []
             layers += [nn.Linear(hidden, hidden), nn.SiLU()]
         self.body = nn.Sequential(*layers)
         self.out = nn.Linear(hidden, dim)

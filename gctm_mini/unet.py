@@ -7,12 +7,42 @@ images of both, :math:`A_t e_t + A_s e_s`, as a per-channel scale and shift afte
 normalization. Encoder blocks at each resolution (with self-attention where the resolution
 is listed), down-sampling between levels, a mirrored decoder with skip connections, and a
 zero-initialized output convolution (so an untrained model predicts :math:`F = 0`, i.e.
-:math:`g = c_\text{skip}x`).
+:math:`g = c_\text{skip}x`). Dropout is :class:`~gctm_mini.randomness.SampleDropout`, whose
+masks the training losses key per sample.
 
 Paper setting for 32×32 (docs/conventions.md §2): 128 channels, multipliers [1, 2, 2, 2], 4 blocks
-per resolution, attention at 16×16, dropout 0.1 — 78 M parameters here (the second time
-path adds an affine map per block). The tiny CPU setting (1.6 M) and a small single-GPU
-setting are listed in :data:`UNET_PRESETS`.
+per resolution, attention at 16×16, dropout 0.1. The tiny CPU setting (1.6 M parameters)
+and a small single-GPU setting are listed in :data:`UNET_PRESETS`.
+
+Differences from the reference network (1202kbs/GCTM ``networks.py``, ``SongUNet``: EDM's
+DDPM++ with a second time input), none of them measured against it here:
+
+* **conditioning**: FiLM, ``norm(h)·(1 + scale) + shift`` with (scale, shift) =
+  :math:`A_t e_t + A_s e_s` (2C outputs per affine). The reference runs DDPM++ with
+  ``adaptive_scale=False``: it adds :math:`A_t e_t + A_s e_s` (C outputs) to h as a bias
+  before the normalization. With FiLM the two times can change each channel's gain, not
+  only its offset (EDM's own blocks default to this, ``adaptive_scale=True``); it costs
+  10.24 M parameters at the paper width.
+* **label scale**: the sinusoids run at :math:`1000\cdot10^{-4k/(C/2)}` rad per label unit,
+  so that the label range, about [−1.55, 1.55], spans many periods of the fast features,
+  as DDPM++'s VP label 999·t does. The reference feeds :math:`0.25\log\sigma` to
+  frequencies from 1 down to 10⁻⁴ rad per label unit, so most of its features barely
+  change over that range. The reference also passes s through *t*'s
+  mapping layers (its s mapping layers are built but unused); one shared mapping MLP here
+  is that behaviour without the unused weights.
+* **attention placement**: in every block at a listed resolution, encoder and decoder,
+  plus the first bottleneck block. The reference attends in every encoder block and the
+  first bottleneck block too, but in the decoder only in the last block of a level (1 of
+  5 at 16×16 in the paper setting); one rule for both paths here, +1.05 M parameters.
+* **resampling**: 2×2 average pooling / nearest up-sampling before the first convolution,
+  and an identity skip on resampling blocks; the reference resamples with a [1, 1] filter
+  inside the convolution and projects the skip by a 1×1 convolution. Group norm: 32
+  groups where every group keeps ≥ 2 channels (reference: min(32, C/4)).
+* **size**: the ``cifar10`` config (``net="paper"``, 3 channels, 32×32) has 77,879,043
+  parameters here; the reference ``SongUNet`` built with its CIFAR-10 script's settings
+  (128 channels, 4 blocks, [1, 2, 2, 2], attention at 16, counted by instantiating it) has
+  67,254,915, of which 328,704 are the unused s mapping layers. The +10.62 M are +10.24 M
+  (FiLM) + 1.05 M (decoder attention) − 0.67 M (no skip projections or unused layers).
 """
 
 from __future__ import annotations
@@ -22,6 +52,8 @@ import math
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+
+from .randomness import SampleDropout
 
 UNET_PRESETS: dict[str, dict] = {
     "paper": {
@@ -66,7 +98,8 @@ class PositionalEmbedding(nn.Module):
         self.register_buffer("freqs", freqs)
 
     def forward(self, c: Tensor) -> Tensor:
-        # labels are O(1); scale so that the fastest frequency resolves small changes
+        # labels are O(1); ×1000 so that the fastest frequencies resolve small changes
+        # (the reference feeds them unscaled: module docstring)
         arg = (1000.0 * c.float())[:, None] * self.freqs[None]
         return torch.cat([arg.cos(), arg.sin()], dim=1)
 
@@ -114,7 +147,7 @@ class TwoTimeBlock(nn.Module):
         self.affine_t = nn.Linear(emb_dim, 2 * cout)
         self.affine_s = nn.Linear(emb_dim, 2 * cout)
         self.norm1 = nn.GroupNorm(_groups(cout), cout)
-        self.dropout = nn.Dropout(dropout)
+        self.dropout = SampleDropout(dropout)
         self.conv1 = nn.Conv2d(cout, cout, 3, padding=1)
         nn.init.zeros_(self.conv1.weight)
         nn.init.zeros_(self.conv1.bias)

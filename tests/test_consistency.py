@@ -12,10 +12,10 @@ from gctm_mini.consistency import (
     huber_c,
     ict_index_probs,
     pseudo_huber,
-    same_randomness,
 )
 from gctm_mini.models import build_model, mlp_spec
 from gctm_mini.parameterization import CouplingMoments, FlowMapModel
+from gctm_mini.randomness import Draws
 from gctm_mini.timegrid import fine_grid
 
 
@@ -36,7 +36,7 @@ def dropout_model(p=0.5) -> FlowMapModel:
     return build_model(mlp_spec(2, 32, 3, dropout=p), CouplingMoments(1.0, 1.0, 0.0)).train()
 
 
-def test_same_randomness_reproduces_dropout_masks_and_restores_the_rng():
+def test_one_dropout_seed_reproduces_the_masks_and_leaves_the_outer_rng_alone():
     model = dropout_model()
     for prm in model.parameters():
         nn.init.normal_(prm, std=0.5)
@@ -44,13 +44,14 @@ def test_same_randomness_reproduces_dropout_masks_and_restores_the_rng():
     torch.manual_seed(5)
     expected_next = torch.rand(3)
     torch.manual_seed(5)
-    with same_randomness(123):
+    rng = Draws(torch.Generator().manual_seed(0))
+    with rng.dropout(model, 123):
         a = model._G(x, t, s)
-    with same_randomness(123):
+    with rng.dropout(model, 123):
         b = model._G(x, t, s)
     assert torch.equal(torch.rand(3), expected_next)  # outer stream untouched
     assert torch.equal(a, b)
-    with same_randomness(124):
+    with rng.dropout(model, 124):
         assert not torch.equal(model._G(x, t, s), a)
 
 
@@ -169,3 +170,76 @@ def test_gctm_learns_the_exact_flow_map_at_intermediate_times():
         learned = res.ema.G(x, t, s)
         rel = float((learned - exact).norm(dim=1).mean() / (exact - x).norm(dim=1).mean())
         assert rel < 0.15, (t, s, rel)
+
+
+class ForcedIntervals(Draws):
+    """Draws with every interval n = 0…N−1 in turn, recording the τ probabilities."""
+
+    def __init__(self, N, repeat):
+        super().__init__(torch.Generator().manual_seed(0))
+        self.n = torch.arange(N).repeat(repeat)
+        self.rows = None
+
+    def categorical(self, probs, n):
+        return self.n.clone()
+
+    def categorical_rows(self, probs):
+        self.rows = probs.clone()
+        return super().categorical_rows(probs)
+
+
+def test_bcm_tau_skips_only_the_start_time_and_keeps_t_lo_on_the_last_interval():
+    """τ = grid[j], j ~ iCT probabilities over grid points 0…N−1 without j = n + 1; for the
+    last interval (n + 1 = N, outside the support) nothing is removed."""
+    N, repeat = 8, 1000
+    grid = fine_grid(N, dtype=torch.float32)
+    bi = build_model(mlp_spec(2, 16, 2, bidirectional=True), CouplingMoments())
+    rng = ForcedIntervals(N, repeat)
+    x = torch.zeros(N * repeat, 2)
+    bcm_loss(bi, x, x, grid, rng=rng)
+    probs = ict_index_probs(grid)
+    rows = rng.rows[:N]  # sample n has interval n
+    for n in range(N):
+        expected = probs.clone()
+        if n + 1 < N:
+            expected[n + 1] = 0.0
+        assert torch.equal(rows[n], expected), n
+    assert rows[N - 1, N - 1] > 0  # t_lo of the last interval stays a possible τ
+    # the sampler draws exactly these (normalized) probabilities: enumerate its uniforms
+    u = (torch.arange(repeat, dtype=torch.float64) + 0.5) / repeat
+    sampler = Draws()
+    sampler._slice = lambda full, n: u.repeat(N)  # noqa: ARG005
+    j = sampler.categorical_rows(rows.repeat_interleave(repeat, 0))
+    for n in range(N):
+        freq = torch.bincount(j[n * repeat : (n + 1) * repeat], minlength=N).double() / repeat
+        target = rows[n].double() / rows[n].double().sum()
+        assert torch.allclose(freq, target, atol=1.0 / repeat), n
+        if n + 1 < N:
+            assert freq[n + 1] == 0
+
+
+def test_cd_target_network_runs_in_train_mode_with_the_students_masks():
+    from gctm_mini.consistency import cd_loss
+    from gctm_mini.randomness import SampleDropout
+
+    class Recorder(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.lin = nn.Linear(2, 2)
+            self.drop = SampleDropout(0.5)
+            self.masks = []
+
+        def forward(self, x, ct, cs):
+            mask = self.drop(torch.ones_like(x))
+            self.masks.append(mask.detach().clone())
+            return self.lin(x) * mask
+
+    model = FlowMapModel(Recorder(), (2,)).train()
+    target = FlowMapModel(Recorder(), (2,)).eval()
+    teacher = build_model(mlp_spec(2, 16, 2), CouplingMoments()).eval()
+    x0, x1 = torch.randn(64, 2), torch.randn(64, 2)
+    cd_loss(model, target, teacher, x0, x1, fine_grid(8, dtype=torch.float32))
+    (student_mask,), (target_mask,) = model.net.masks, target.net.masks
+    assert not torch.equal(student_mask, torch.ones_like(student_mask))  # dropout was on
+    assert torch.equal(target_mask, student_mask)
+    assert not target.training  # the EMA copy is back in eval mode

@@ -95,3 +95,53 @@ def test_draw_tsu_respects_t_gt_u_ge_s_and_covers_range():
 def test_uniform_grid():
     g = uniform_grid(4)
     assert torch.allclose(g, torch.tensor([1.0, 0.75, 0.5, 0.25, 0.0]))
+
+
+def reference_snap(grid, t_cont):
+    """The reference code's discretization, written out: nearest node, then one node up
+    wherever the distance to it is below t."""
+    dist, idx = (t_cont[:, None] - grid[None]).abs().min(dim=1)
+    return torch.where(dist < t_cont, (idx + 1).clamp(max=grid.shape[0] - 1), idx)
+
+
+@pytest.mark.parametrize("sigma_max", [80.0, 500.0])
+def test_up_snap_reproduces_the_reference_discretization_and_nearest_the_nearest_node(sigma_max):
+    from gctm_mini.randomness import Draws
+
+    grid = fine_grid(4, sigma_max=sigma_max, dtype=torch.float64)
+    B = 20000
+    draws = {snap: draw_tsu(grid, B, Draws.for_step(0, 5), snap) for snap in ("nearest", "up")}
+    rng = Draws.for_step(0, 5)  # the same stream, replayed by hand
+    s_idx = rng.categorical(1 - grid[:4], B)
+    lam = rng.beta(1.2, 2.0, B).double()
+    t_cont = lam + (1 - lam) * grid[s_idx]
+    nearest = (t_cont[:, None] - grid[None]).abs().argmin(dim=1)
+    for snap, idx in (("nearest", nearest), ("up", reference_snap(grid, t_cont))):
+        t, s, u = draws[snap]
+        assert torch.equal(s, s_idx)
+        assert torch.equal(t, torch.maximum(idx, s_idx + 1)), snap
+        assert bool(((s <= u) & (u < t)).all())
+    t_up, t_near = draws["up"][0], draws["nearest"][0]
+    assert float((t_up == 4).double().mean()) > 3 * float((t_near == 4).double().mean())
+
+
+def test_unknown_t_snap_is_a_clear_error():
+    from gctm_mini.methods import MethodFields
+
+    with pytest.raises(ValueError, match="nearest"):
+        draw_tsu(fine_grid(4), 8, snap="down")
+    with pytest.raises(ValueError, match="t snap"):
+        MethodFields(t_snap="down").check_method_fields()
+
+
+def test_t_snap_auto_is_up_for_2d_translation_and_nearest_otherwise():
+    from gctm_mini.train_images import make_config
+    from gctm_mini.training import Toy2DConfig
+
+    assert Toy2DConfig(method="gctm", source="8gaussians").validate().t_snap == "up"
+    assert Toy2DConfig(method="gctm").validate().t_snap == "nearest"  # noise → data
+    assert Toy2DConfig(method="gctm", source="8gaussians", t_snap="nearest").validate().t_snap == (
+        "nearest"
+    )
+    for name in ("patches_cpu", "sr2_cpu", "colorize_cpu", "cifar10"):
+        assert make_config(name).t_snap == "nearest", name
