@@ -67,6 +67,9 @@ class MethodFields:
         80.0, "σ_max: t = 1 clamped to σ = t/(1 − t) = σ_max (> σ_min)", gt=SIGMA_MIN
     )
     grid_jitter: bool = knob(True, "shift the grid's interior nodes randomly every step")
+    jump_prob: float = knob(
+        0.0, "GCTM: share of samples trained on the one-jump map, (t, s) = (1, 0)", ge=0.0, le=1.0
+    )
 
     def check_method_fields(self) -> None:
         """Raise ``ValueError`` for any field outside its declared range (an unknown method, a
@@ -157,6 +160,7 @@ class TrainingMethod:
                 fm_times=cfg.fm_times,
                 weighted=cfg.weighted,
                 fm_source_prob=cfg.fm_source_prob,
+                jump_prob=cfg.jump_prob,
                 rng=rng,
             )
         if m == "ct":
