@@ -209,7 +209,7 @@ class CFMRun:
         self.opt.step()
         self.sched.step()
         self.ema.update(self.model)
-        return float(loss)
+        return float(loss.detach())
 
     def train(self) -> tuple[nn.Module, float]:
         t0 = time.perf_counter()
@@ -227,7 +227,9 @@ class ProjectStepper:
         self.gen = torch.Generator().manual_seed(cfg.seed + 1)
         self.data, self.source = as_sampler(cfg.data), as_sampler(cfg.source)
         moments = estimate_moments(cfg, self.data, self.source, self.gen)
-        self.model = build_model(mlp_spec(2, cfg.hidden, cfg.depth, sigma_max=cfg.sigma_max), moments)
+        self.model = build_model(
+            mlp_spec(2, cfg.hidden, cfg.depth, sigma_max=cfg.sigma_max), moments
+        )
         self.ema = EMA(self.model, cfg.ema_decay)
         self.method = TrainingMethod(cfg, self.model)
         self.opt = torch.optim.Adam(self.model.parameters(), lr=cfg.lr)

@@ -33,6 +33,7 @@ from .methods import DEFAULT_STEPS_2D, NEEDS_TEACHER, MethodFields, TrainingMeth
 from .models import build_model, mlp_spec
 from .parameterization import CouplingMoments, FlowMapModel
 from .rundir import RunDirectory
+from .runtime import with_config_threads
 from .validation import config_from_dict, knob
 
 
@@ -43,8 +44,11 @@ class Toy2DConfig(MethodFields):
     Method knobs come from :class:`~gctm_mini.methods.MethodFields` (``method``, ``steps``, the
     FM time sampler, GCTM's λ, the N curriculum, …). ``teacher`` is the FM run for cd/ctm
     (empty = train one first); ``source`` a second 2D data set to translate from
-    (``"gaussian"`` = noise); ``eps`` the source perturbation. Each field declares its meaning
-    and valid range (shown by ``--help``; checked by :meth:`validate`).
+    (``"gaussian"`` = noise); ``eps`` the source perturbation. ``threads``: torch CPU threads
+    during training (0 = auto: one, the fastest for these small models and by far the fastest
+    on a shared machine; :data:`~gctm_mini.runtime.SMALL_MODEL_THREADS`); the caller's count is
+    restored afterwards. Each field declares its meaning and valid range (shown by ``--help``;
+    checked by :meth:`validate`).
     """
 
     data: str = knob("moons", "2D data set X0 (t = 0)", choices=DATASETS, what="dataset")
@@ -78,6 +82,7 @@ class Toy2DConfig(MethodFields):
     )
     lr_decay: bool = knob(True, "cosine learning-rate decay to 5 % over the run")
     teacher: str = knob("", "cd/ctm: FM run directory or checkpoint (empty = train one)")
+    threads: int = knob(0, "torch CPU threads while training (0 = auto: 1)", ge=0)
 
     def validate(self) -> Toy2DConfig:
         """Check every field (types, ranges, choices); fill ``steps = 0`` with the method's
@@ -242,6 +247,7 @@ def _all_finite(named: list[tuple[str, torch.Tensor]]) -> bool:
     return all(bool(torch.stack(f).all()) for f in flags.values())
 
 
+@with_config_threads
 def train2d(
     cfg: Toy2DConfig,
     out: str | Path | None = None,
