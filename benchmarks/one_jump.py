@@ -58,8 +58,9 @@ VARIANTS: dict[str, dict] = {
     # not a config field: handled by the hook in run_job
     "snapup": {"_snap": "up"},
 }
-SAMPLE_EMAS = (0.995, 0.999)
-"""Slower EMAs kept beside the run's own (which is also the ODE teacher), scored too."""
+SAMPLE_EMAS: tuple[float, ...] = ()
+"""Slower EMAs kept beside the run's own (which is also the ODE teacher) and scored too
+(``--sample-emas``)."""
 
 
 def _draw_tsu_up(grid, batch, rng=None):
@@ -149,15 +150,25 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--variants", default="base")
     ap.add_argument("--data", default=",".join(DATASETS))
-    ap.add_argument("--seeds", type=int, default=3)
+    ap.add_argument("--seeds", default="0,1,2", help="training seeds, e.g. 0,1,2")
     ap.add_argument("--n", type=int, default=4096)
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--csv", default=str(OUT / "one_jump.csv"))
+    ap.add_argument(
+        "--sample-emas", default="", help="e.g. 0.995,0.999: also score these sampling EMAs"
+    )
     args = ap.parse_args()
+    global SAMPLE_EMAS
+    SAMPLE_EMAS = tuple(float(x) for x in args.sample_emas.split(",") if x)
     variants, datasets = args.variants.split(","), args.data.split(",")
     for v in variants:
         parse_variant(v)
-    jobs = [(v, d, s, args.n) for s in range(args.seeds) for v in variants for d in datasets]
+    jobs = [
+        (v, d, s, args.n)
+        for s in map(int, args.seeds.split(","))
+        for v in variants
+        for d in datasets
+    ]
     path = Path(args.csv)
     path.parent.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()

@@ -1,7 +1,7 @@
 """Where the time of one 2D GCTM training step goes.
 
     python benchmarks/profile_step2d.py [--data moons] [--coupling ot] [--steps 200]
-                                        [--threads 1,2] [--config base]
+        [--columns "1 thread:threads=1" "2 threads:threads=2"]
 
 Runs the real training step (``draw_pairs`` → ``TrainingMethod.loss`` → backward → Adam →
 EMA) of a GCTM run and times its parts by wrapping the functions the step calls:
@@ -22,11 +22,11 @@ EMA update             the EMA lerp over the parameters
 other                  the rest (RNG forks, weights, pseudo-Huber, Python glue)
 =====================  ==========================================================
 
-Each thread count in ``--threads`` is measured in turn, in blocks of 10 steps that
-alternate between the counts, so a shared machine's load falls on all of them alike. The
-curriculum is set to its last phase (N = ``n_cap``), the most expensive one. An FM step
-(one forward and backward) is timed alongside for scale. ``--config final`` profiles the
-2D defaults as shipped, ``--config base`` the earlier defaults (batch 256, 256 × 4).
+Each column is a thread count and/or config overrides on the 2D defaults (e.g.
+``"jump:threads=1,jump_prob=0.25"``); the columns run in alternating blocks of 10 steps, so
+a shared machine's load falls on all of them alike. The curriculum is set to its last phase
+(N = ``n_cap``), the most expensive one. An FM step (one forward and backward, same batch
+and network) is timed alongside for scale.
 """
 
 from __future__ import annotations
@@ -145,69 +145,96 @@ def step(clock: Clock, cfg, parts, k: int) -> None:
         ema.update(model)
 
 
+def parse_column(spec: str) -> tuple[str, int, dict]:
+    """``"label:key=value,…"`` → (label, threads, config overrides); ``threads`` is special."""
+    label, _, rest = spec.partition(":")
+    over: dict = {}
+    for item in filter(None, rest.split(",")):
+        key, _, value = item.partition("=")
+        field = tr.Toy2DConfig.__dataclass_fields__.get(key)
+        if key != "threads" and field is None:
+            raise SystemExit(f"unknown config field {key!r} in column {spec!r}")
+        typ = int if key == "threads" else type(getattr(tr.Toy2DConfig(), key))
+        over[key] = typ(value) if typ is not bool else value.lower() in ("1", "true", "yes")
+    return label, int(over.pop("threads", 1)), over
+
+
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__)
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("--data", default="moons")
     ap.add_argument("--coupling", default="ot")
     ap.add_argument("--steps", type=int, default=200)
-    ap.add_argument("--threads", default="1,2")
-    ap.add_argument("--config", choices=("final", "base"), default="final")
-    args = ap.parse_args()
-    counts = [int(x) for x in args.threads.split(",")]
-    over = {"batch_size": 256, "hidden": 256, "depth": 4} if args.config == "base" else {}
-    cfg = tr.Toy2DConfig(
-        method="gctm", data=args.data, coupling=args.coupling, steps=10**6, **over
-    ).validate()
-    cfg.n_start = cfg.n_cap  # last curriculum phase: the longest EMA solves
-    fm_cfg = tr.Toy2DConfig(method="fm", data=args.data, steps=10**6, **over).validate()
-    clocks = {n: Clock() for n in counts}
-    fm_clocks = {n: Clock() for n in counts}
-    runs = {n: build(cfg) for n in counts}
-    fm_runs = {n: build(fm_cfg) for n in counts}
-    instrument_clock = Clock()  # the wrappers report to whichever clock is current
-    instrument(instrument_clock)
-    done = 0
-    for n in counts:  # warm-up (first calls allocate)
-        torch.set_num_threads(n)
-        for k in range(5):
-            step(Clock(), cfg, runs[n], k)
-    while done < args.steps:
-        for n in counts:
-            torch.set_num_threads(n)
-            for k in range(done, done + 10):
-                _swap(instrument_clock, clocks[n])
-                step(instrument_clock, cfg, runs[n], k)
-                _swap(instrument_clock, fm_clocks[n])
-                step(instrument_clock, fm_cfg, fm_runs[n], k)
-        done += 10
-    print(f"machine: {describe('cpu')} (threads varied below); load is shared, compare columns")
-    print(
-        f"GCTM step, {args.data}, coupling {cfg.coupling}, batch {cfg.batch_size}, "
-        f"MLP {cfg.hidden}×{cfg.depth}, N = {cfg.n_cap}, {done} steps per column\n"
+    ap.add_argument(
+        "--columns",
+        nargs="+",
+        default=["1 thread:threads=1", "2 threads:threads=2"],
+        help='columns to compare, each "label:key=value,…" (threads or Toy2DConfig fields)',
     )
-    head = f"{'part':>16} | " + " | ".join(f"{n} thread(s) ms   %" for n in counts)
+    args = ap.parse_args()
+    columns = [parse_column(c) for c in args.columns]
+    cfgs, fm_cfgs = {}, {}
+    for label, _, over in columns:
+        cfg = tr.Toy2DConfig(
+            method="gctm", data=args.data, coupling=args.coupling, steps=10**6, **over
+        ).validate()
+        cfg.n_start = cfg.n_cap  # last curriculum phase: the longest EMA solves
+        cfgs[label] = cfg
+        fm_over = {k: v for k, v in over.items() if k in ("batch_size", "hidden", "depth")}
+        fm_cfgs[label] = tr.Toy2DConfig(
+            method="fm", data=args.data, steps=10**6, **fm_over
+        ).validate()
+    clocks = {c[0]: Clock() for c in columns}
+    fm_clocks = {c[0]: Clock() for c in columns}
+    runs = {label: build(cfgs[label]) for label in cfgs}
+    fm_runs = {label: build(fm_cfgs[label]) for label in cfgs}
+    current = Clock()  # the wrappers report to whichever accumulators are swapped in
+    instrument(current)
+    for label, threads, _ in columns:  # warm-up (first calls allocate)
+        torch.set_num_threads(threads)
+        for k in range(5):
+            step(Clock(), cfgs[label], runs[label], k)
+    done = 0
+    while done < args.steps:
+        for label, threads, _ in columns:
+            torch.set_num_threads(threads)
+            for k in range(done, done + 10):
+                _swap(current, clocks[label])
+                step(current, cfgs[label], runs[label], k)
+                _swap(current, fm_clocks[label])
+                step(current, fm_cfgs[label], fm_runs[label], k)
+        done += 10
+    print(f"machine: {describe('cpu')} (threads set per column); columns measured side by side")
+    for label, threads, _ in columns:
+        c = cfgs[label]
+        print(
+            f"  {label}: {threads} thread(s), {args.data}, coupling {c.coupling}, batch "
+            f"{c.batch_size}, MLP {c.hidden}×{c.depth}, N = {c.n_cap}, jump_prob {c.jump_prob}"
+        )
+    print(f"{done} steps per column, in alternating blocks of 10\n")
+    width = max(14, *(len(c[0]) for c in columns))
+    head = f"{'part':>16} | " + " | ".join(f"{c[0]:>{width}} ms     %" for c in columns)
     print(head)
     print("-" * len(head))
-    totals = {n: sum(clocks[n].total.values()) for n in counts}
+    totals = {c[0]: sum(clocks[c[0]].total.values()) / done for c in columns}
     for p in PARTS:
         cells = []
-        for n in counts:
-            ms = 1e3 * clocks[n].total.get(p, 0.0) / done
-            cells.append(f"{ms:13.2f} {100 * ms / (1e3 * totals[n] / done):5.1f}")
+        for label, _, _ in columns:
+            ms = 1e3 * clocks[label].total.get(p, 0.0) / done
+            cells.append(f"{ms:{width + 3}.2f} {100 * ms / (1e3 * totals[label]):5.1f}")
         print(f"{p:>16} | " + " | ".join(cells))
     print("-" * len(head))
     print(
         f"{'GCTM step':>16} | "
-        + " | ".join(f"{1e3 * totals[n] / done:13.2f} {100.0:5.1f}" for n in counts)
+        + " | ".join(f"{1e3 * totals[c[0]]:{width + 3}.2f} {100.0:5.1f}" for c in columns)
     )
-    fm = {n: 1e3 * sum(fm_clocks[n].total.values()) / done for n in counts}
-    print(f"{'FM step':>16} | " + " | ".join(f"{fm[n]:13.2f}      " for n in counts))
-    c = clocks[counts[0]].counts
-    print(
-        f"\nEMA solve: {c['velocity calls'] / done:.1f} velocity calls per step on "
-        f"{c['velocity rows'] / done:.0f} rows in all (batch {cfg.batch_size}); "
-        "the network runs on every row once more for the student, the target and FM."
-    )
+    fm = {c[0]: 1e3 * sum(fm_clocks[c[0]].total.values()) / done for c in columns}
+    print(f"{'FM step':>16} | " + " | ".join(f"{fm[c[0]]:{width + 3}.2f}      " for c in columns))
+    for label, _, _ in columns:
+        n = clocks[label].counts
+        print(
+            f"\n{label}: EMA solve {n['velocity calls'] / done:.1f} velocity calls per step on "
+            f"{n['velocity rows'] / done:.0f} rows in all (batch {cfgs[label].batch_size})"
+        )
 
 
 def _swap(current: Clock, target: Clock) -> None:
