@@ -90,6 +90,16 @@ def test_jump_prob_outside_unit_interval_is_refused(bad):
         MethodFields(jump_prob=bad).check_method_fields()
 
 
+def test_jump_prob_auto_is_the_2d_default_from_noise_and_off_for_translation():
+    from gctm_mini.methods import DEFAULT_JUMP_PROB_2D
+
+    assert Toy2DConfig(method="gctm").validate().jump_prob == DEFAULT_JUMP_PROB_2D == 0.25
+    assert Toy2DConfig(method="gctm", source="circles").validate().jump_prob == 0.0
+    assert Toy2DConfig(method="gctm", jump_prob=0.0).validate().jump_prob == 0.0
+    with pytest.raises(ValueError, match="jump_prob must lie in"):
+        Toy2DConfig(method="gctm", jump_prob=-0.5).validate()
+
+
 def test_resolve_threads_auto_is_one_and_negative_is_refused():
     assert resolve_threads(0) == 1
     assert resolve_threads(3) == 3
