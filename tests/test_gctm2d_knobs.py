@@ -96,7 +96,7 @@ def test_jump_prob_auto_is_the_2d_default_from_noise_and_off_for_translation():
     assert Toy2DConfig(method="gctm").validate().jump_prob == DEFAULT_JUMP_PROB_2D == 0.25
     assert Toy2DConfig(method="gctm", source="circles").validate().jump_prob == 0.0
     assert Toy2DConfig(method="gctm", jump_prob=0.0).validate().jump_prob == 0.0
-    with pytest.raises(ValueError, match="jump_prob must lie in"):
+    with pytest.raises(ValueError, match="jump_prob must be a number in"):
         Toy2DConfig(method="gctm", jump_prob=-0.5).validate()
 
 
