@@ -66,7 +66,7 @@ A 2D step multiplies 256-row batches by 256 × 256 weights and spends the rest i
 POT's single-threaded ``ot.emd`` and small element-wise ops; a second intra-op thread has
 little to split, and where the cores are shared (a class server, a laptop running other
 work) OpenMP threads that wait on each other make the step an order of magnitude slower
-(``benchmarks/profile_step2d.py``: 19× on a loaded 2-core machine)."""
+(``benchmarks/profile_step2d.py``: about 20× on a loaded 2-core machine)."""
 
 
 def resolve_threads(threads: int) -> int:
