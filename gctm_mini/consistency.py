@@ -117,11 +117,14 @@ def gctm_loss(
     solver: str = "heun",
     fm_source_prob: float = 0.0,
     t_snap: str = "nearest",
+    jump_prob: float = 0.0,
     rng: Draws | None = None,
 ) -> tuple[Tensor, dict]:
     r"""GCTM: teacher-free trajectory consistency plus FM (docs/conventions.md §3–§4).
 
-    1. draw per-sample grid indices t > u ≥ s (:func:`~gctm_mini.timegrid.draw_tsu`);
+    1. draw per-sample grid indices t > u ≥ s (:func:`~gctm_mini.timegrid.draw_tsu`); with
+       probability ``jump_prob`` a sample instead trains the one-jump map: t = 1, s = 0 and
+       u uniform on the grid below 1;
     2. :math:`x_t = (1-t)X_0 + tX_1`; :math:`x_u` = Heun from t to u along ``grid`` with the
        **EMA** velocity (no grad; Euler on a step landing at 0);
     3. target :math:`\mathrm{sg}\,G_\theta(x_u, u, s)` (current weights, same dropout as the
@@ -134,12 +137,23 @@ def gctm_loss(
         fm_source_prob: probability of an FM time exactly at the source, t = 1
             (:func:`~gctm_mini.losses.sample_fm_times`).
         t_snap: how t is snapped to the grid (:func:`~gctm_mini.timegrid.draw_tsu`).
+        jump_prob: share of samples with (t, s) = (1, 0). The (t, s, u) draw alone almost
+            never pairs t = 1 with s = 0 (under 0.1 % of samples for N ≥ 8), yet one-step
+            generation evaluates exactly :math:`G_\theta(X_1, 1, 0)`; the reference code has
+            no such share.
         rng: the step's :class:`~gctm_mini.randomness.Draws` (default: torch's global RNG).
     """
     rng = rng or Draws()
     B = x0.shape[0]
     g = grid.to(x0)
     t_idx, s_idx, u_idx = draw_tsu(grid.to(x0.device), B, rng, t_snap)
+    if jump_prob > 0:
+        N = grid.shape[0] - 1
+        jump = rng.rand(B).to(x0.device) < jump_prob
+        u_jump = (rng.rand(B).to(x0.device) * N).long().clamp(max=N - 1)
+        t_idx = torch.where(jump, torch.full_like(t_idx, N), t_idx)
+        s_idx = torch.where(jump, torch.zeros_like(s_idx), s_idx)
+        u_idx = torch.where(jump, u_jump, u_idx)
     t, s, u = g[t_idx], g[s_idx], g[u_idx]
     xt = _xt(x0, x1, t)
     with torch.no_grad():

@@ -39,6 +39,11 @@ METHODS = ("fm", "cd", "ct", "ctm", "gctm", "bcm")
 NEEDS_TEACHER = ("cd", "ctm")
 DEFAULT_STEPS_2D = {"fm": 12000, "cd": 3000, "ct": 4000, "ctm": 3000, "gctm": 2500, "bcm": 4000}
 """Steps a 2D run takes when ``steps = 0`` (about 30–60 s each on a 2-core CPU)."""
+DEFAULT_JUMP_PROB_2D = 0.25
+"""GCTM's share of one-jump samples, (t, s) = (1, 0), in a 2D noise → data run
+(``jump_prob = -1``, auto). Measured with the exact-OT coupling at 2500 steps: W2 at NFE 1
+fell on moons, 8 gaussians and checkerboard for every seed tried
+(``benchmarks/one_jump.py``; docs/benchmarks/peers.md), for about 15 % more time per step."""
 
 
 @dataclass
@@ -73,6 +78,9 @@ class MethodFields:
         "auto = up for 2D translation, nearest otherwise",
         choices=("auto", *T_SNAPS),
         what="t snap",
+    )
+    jump_prob: float = knob(
+        0.0, "GCTM: share of samples trained on the one-jump map, (t, s) = (1, 0)", ge=0.0, le=1.0
     )
 
     def check_method_fields(self) -> None:
@@ -176,6 +184,7 @@ class TrainingMethod:
                 weighted=cfg.weighted,
                 fm_source_prob=cfg.fm_source_prob,
                 t_snap=cfg.t_snap,
+                jump_prob=cfg.jump_prob,
                 rng=rng,
             )
         if m == "ct":

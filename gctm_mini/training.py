@@ -29,10 +29,17 @@ from .checkpoint import FILENAME, checkpoint_path, load_resumable, load_teacher
 from .couplings import COUPLINGS, PAIRINGS, couple, perturb_source
 from .data2d import DATASETS, as_sampler
 from .ema import EMA
-from .methods import DEFAULT_STEPS_2D, NEEDS_TEACHER, MethodFields, TrainingMethod
+from .methods import (
+    DEFAULT_JUMP_PROB_2D,
+    DEFAULT_STEPS_2D,
+    NEEDS_TEACHER,
+    MethodFields,
+    TrainingMethod,
+)
 from .models import build_model, mlp_spec
 from .parameterization import CouplingMoments, FlowMapModel
 from .rundir import RunDirectory
+from .runtime import with_config_threads
 from .validation import config_from_dict, knob
 
 
@@ -43,8 +50,11 @@ class Toy2DConfig(MethodFields):
     Method knobs come from :class:`~gctm_mini.methods.MethodFields` (``method``, ``steps``, the
     FM time sampler, GCTM's λ, the N curriculum, …). ``teacher`` is the FM run for cd/ctm
     (empty = train one first); ``source`` a second 2D data set to translate from
-    (``"gaussian"`` = noise); ``eps`` the source perturbation. Each field declares its meaning
-    and valid range (shown by ``--help``; checked by :meth:`validate`).
+    (``"gaussian"`` = noise); ``eps`` the source perturbation. ``threads``: torch CPU threads
+    during training (0 = auto: one, the fastest for these small models and by far the fastest
+    on a shared machine; :data:`~gctm_mini.runtime.SMALL_MODEL_THREADS`); the caller's count is
+    restored afterwards. Each field declares its meaning and valid range (shown by ``--help``;
+    checked by :meth:`validate`).
     """
 
     data: str = knob("moons", "2D data set X0 (t = 0)", choices=DATASETS, what="dataset")
@@ -78,10 +88,23 @@ class Toy2DConfig(MethodFields):
     )
     lr_decay: bool = knob(True, "cosine learning-rate decay to 5 % over the run")
     teacher: str = knob("", "cd/ctm: FM run directory or checkpoint (empty = train one)")
+    threads: int = knob(0, "torch CPU threads while training (0 = auto: 1)", ge=0)
+    jump_prob: float = knob(
+        -1.0,
+        "GCTM: share of samples trained on the one-jump map, (t, s) = (1, 0) "
+        "(-1 = auto: 0.25 from Gaussian noise, 0 when translating)",
+        ge=0.0,
+        le=1.0,
+        special=(-1.0,),
+    )
 
     def validate(self) -> Toy2DConfig:
         """Check every field (types, ranges, choices); fill ``steps = 0`` with the method's
-        default. Returns ``self``."""
+        default and ``jump_prob = -1`` with the 2D default for the source
+        (:data:`~gctm_mini.methods.DEFAULT_JUMP_PROB_2D` from noise; 0 when translating, where
+        it is unmeasured). Returns ``self``."""
+        if self.jump_prob == -1.0:
+            self.jump_prob = DEFAULT_JUMP_PROB_2D if self.source == "gaussian" else 0.0
         if self.coupling == "paired":
             raise ValueError("the paired coupling needs a data set of pairs; 2D toys are unpaired")
         self.check_method_fields()
@@ -242,6 +265,7 @@ def _all_finite(named: list[tuple[str, torch.Tensor]]) -> bool:
     return all(bool(torch.stack(f).all()) for f in flags.values())
 
 
+@with_config_threads
 def train2d(
     cfg: Toy2DConfig,
     out: str | Path | None = None,

@@ -1,0 +1,204 @@
+"""What each 2D training knob does to GCTM's one-jump quality (W2 at NFE 1).
+
+    python benchmarks/one_jump.py --variants base,ema999 [--seeds 3] [--workers 2]
+
+Every variant is a set of :class:`~gctm_mini.training.Toy2DConfig` overrides on top of the
+GCTM exact-OT run with the earlier 2D defaults (``base``: no one-jump share); ``a+b``
+combines variants. Each (variant, data set, seed) trains once and is scored by the exact
+W2 between n = 4096 one-jump samples and 4096 fresh data points (the evaluation draw of
+seed k is the same for every variant, so differences between variants are paired), beside
+the data–data floor at the same n (mean of 5 draws). Training runs one per core with one
+torch thread each. Rows are appended to ``benchmarks/results/one_jump.csv`` as they
+finish; the summary (mean ± std over seeds, ratio to the floor) is printed at the end.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import multiprocessing as mp
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from gctm_mini.data2d import make_dataset
+from gctm_mini.metrics import data_floor, quality_by_nfe
+from gctm_mini.sampling import make_sampler
+from gctm_mini.training import Toy2DConfig, train2d
+
+OUT = Path(__file__).parent / "results"
+DATASETS = ("moons", "8gaussians", "checkerboard")
+BASE = {"method": "gctm", "coupling": "ot", "jump_prob": 0.0}  # the earlier defaults
+VARIANTS: dict[str, dict] = {
+    "base": {},
+    "smoke": {"steps": 30},
+    "ema999": {"ema_decay": 0.999},
+    "ema995": {"ema_decay": 0.995},
+    "ncap32": {"n_cap": 32},
+    "ncap8": {"n_cap": 8},
+    "nstart8": {"n_start": 8, "n_cap": 32},
+    "lam2": {"lam": 2.0},
+    "lam05": {"lam": 0.5},
+    "bs512": {"batch_size": 512},
+    "bs128": {"batch_size": 128},
+    "lr1e3": {"lr": 1e-3},
+    "lr4e3": {"lr": 4e-3},
+    "steps4000": {"steps": 4000},
+    "steps1500": {"steps": 1500},
+    "lognormal": {"fm_times": "lognormal"},
+    "unweighted": {"weighted": False},
+    "h128": {"hidden": 128},
+    "d3": {"depth": 3},
+    "nojitter": {"grid_jitter": False},
+    # not config fields (yet): handled by the hooks in run_job
+    "jump10": {"jump_prob": 0.1},
+    "jump25": {"jump_prob": 0.25},
+    "jump50": {"jump_prob": 0.5},
+    # not a config field: handled by the hook in run_job
+    "snapup": {"_snap": "up"},
+}
+SAMPLE_EMAS: tuple[float, ...] = ()
+"""Slower EMAs kept beside the run's own (which is also the ODE teacher) and scored too
+(``--sample-emas``)."""
+
+
+def _draw_tsu_up(grid, batch, rng=None):
+    """draw_tsu with t snapped *up* to the next grid node instead of the nearest one."""
+    from gctm_mini.randomness import Draws
+
+    rng = rng or Draws()
+    N = grid.shape[0] - 1
+    dev = grid.device
+    s_idx = rng.categorical(1 - grid[:N], batch).to(dev)
+    lam = rng.beta(1.2, 2.0, batch).to(dev, grid.dtype)
+    t_cont = lam + (1 - lam) * grid[s_idx]
+    t_idx = torch.maximum(torch.bucketize(t_cont, grid).clamp(1, N), s_idx + 1)
+    u_idx = s_idx + (rng.rand(batch).to(dev) * (t_idx - s_idx)).long()
+    return t_idx, s_idx, torch.minimum(u_idx, t_idx - 1)
+
+
+def _install_hooks(over: dict) -> dict:
+    """Apply the non-config keys of a variant; returns the dict that collects sampling EMAs."""
+    import gctm_mini.consistency as cons
+    import gctm_mini.training as tr
+    from gctm_mini.ema import EMA
+
+    if over.pop("_snap", None) == "up":
+        cons.draw_tsu = _draw_tsu_up
+    slow: dict = {}
+
+    class SlowEMAs(EMA):
+        def __init__(self, model, d):
+            super().__init__(model, d)
+            slow.update({k: EMA(model, k) for k in SAMPLE_EMAS})
+
+        def update(self, model):
+            super().update(model)
+            for e in slow.values():
+                e.update(model)
+
+    tr.EMA = SlowEMAs
+    return slow
+
+
+def parse_variant(name: str) -> dict:
+    """A named variant, or ``a+b`` for the union of named variants (later ones win)."""
+    out: dict = {}
+    for part in name.split("+"):
+        if part not in VARIANTS:
+            raise SystemExit(f"unknown variant {part!r}; choose from: {', '.join(VARIANTS)}")
+        out.update(VARIANTS[part])
+    return out
+
+
+def run_job(job: tuple[str, str, int, int]) -> dict:
+    variant, data, seed, n = job
+    torch.set_num_threads(1)
+    over = parse_variant(variant)
+    slow = _install_hooks(over)
+    cfg = Toy2DConfig(**{**BASE, **over, "data": data, "seed": seed})
+    cfg.ckpt_every = cfg.log_every = 10**9
+    res = train2d(cfg, progress=False)
+    rows = []
+    models = {cfg.ema_decay: res.ema, **{k: e.model for k, e in slow.items()}}
+    for decay, model in models.items():
+        rep = quality_by_nfe(
+            make_sampler(model, "flowmap"),
+            make_dataset(data),
+            [1],
+            n=n,
+            seeds=1,
+            base_seed=30_000 + seed,
+            floor=float("nan"),
+        )
+        rows.append(
+            {
+                "variant": variant if decay == cfg.ema_decay else f"{variant}|sema{decay}",
+                "data": data,
+                "seed": seed,
+                "steps": cfg.steps,
+                "train_seconds": round(res.seconds, 2),
+                "seconds_per_step": res.seconds / cfg.steps,
+                "w2_nfe1": rep.values[1],
+            }
+        )
+    return rows
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--variants", default="base")
+    ap.add_argument("--data", default=",".join(DATASETS))
+    ap.add_argument("--seeds", default="0,1,2", help="training seeds, e.g. 0,1,2")
+    ap.add_argument("--n", type=int, default=4096)
+    ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--csv", default=str(OUT / "one_jump.csv"))
+    ap.add_argument(
+        "--sample-emas", default="", help="e.g. 0.995,0.999: also score these sampling EMAs"
+    )
+    args = ap.parse_args()
+    global SAMPLE_EMAS
+    SAMPLE_EMAS = tuple(float(x) for x in args.sample_emas.split(",") if x)
+    variants, datasets = args.variants.split(","), args.data.split(",")
+    for v in variants:
+        parse_variant(v)
+    jobs = [
+        (v, d, s, args.n)
+        for s in map(int, args.seeds.split(","))
+        for v in variants
+        for d in datasets
+    ]
+    path = Path(args.csv)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    t0 = time.perf_counter()
+    rows = []
+    with mp.get_context("fork").Pool(args.workers, maxtasksperchild=1) as pool:
+        for job_rows in pool.imap_unordered(run_job, jobs):
+            for row in job_rows:
+                rows.append(row)
+                new = not path.exists()
+                with path.open("a", newline="") as f:
+                    w = csv.DictWriter(f, fieldnames=list(row))
+                    if new:
+                        w.writeheader()
+                    w.writerow(row)
+                print(
+                    f"[{time.perf_counter() - t0:6.0f} s] {row['variant']:>20} {row['data']:>12} "
+                    f"seed {row['seed']}: W2@1 {row['w2_nfe1']:.4f} "
+                    f"({1e3 * row['seconds_per_step']:.1f} ms/step)",
+                    flush=True,
+                )
+    floors = {d: data_floor(make_dataset(d), args.n, seeds=5) for d in datasets}
+    print(f"\nfloors (n = {args.n}): " + ", ".join(f"{d} {f:.4f}" for d, f in floors.items()))
+    for v in sorted({r["variant"] for r in rows}, key=lambda x: (x.split("|")[0], x)):
+        cells = []
+        for d in datasets:
+            w = np.array([r["w2_nfe1"] for r in rows if r["variant"] == v and r["data"] == d])
+            cells.append(f"{w.mean():.4f} ± {w.std():.4f} ({w.mean() / floors[d]:.2f}×)")
+        print(f"{v:>20}: " + " | ".join(cells))
+
+
+if __name__ == "__main__":
+    main()

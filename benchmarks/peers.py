@@ -1,0 +1,477 @@
+"""GCTM against flow-matching peers on 2D data, at equal wall time and at equal steps.
+
+    pip install 'gctm-mini[bench]'        # torchcfm, for the two peers below
+    python benchmarks/peers.py [--seeds 5] [--data moons,8gaussians,checkerboard] [--quick]
+
+Methods, all with the project's network (:class:`~gctm_mini.networks.TwoTimeMLP`, the 2D
+default width and depth), batch size, Adam learning rate, warm-up + cosine schedule and
+EMA, all sampled from the EMA weights:
+
+================  ==========================================================  ============
+label             what is trained                                              sampled by
+================  ==========================================================  ============
+gctm_ot           GCTM, exact minibatch-OT coupling (2D defaults)              flow-map jumps
+gctm_independent  GCTM, independent coupling                                   flow-map jumps
+fm                the project's FM (preconditioned, independent coupling)      Euler ODE
+otcfm             torchcfm ``ExactOptimalTransportConditionalFlowMatcher``     Euler ODE
+icfm              torchcfm ``ConditionalFlowMatcher``                          Euler ODE
+================  ==========================================================  ============
+
+**Time convention.** torchcfm writes the path from noise at τ = 0 to data at τ = 1,
+:math:`x_\\tau = \\tau X_\\text{data} + (1 - \\tau) X_\\text{noise}`, and regresses
+:math:`u = X_\\text{data} - X_\\text{noise}`. Ours is the same path with t = 1 − τ, so
+:math:`dx/dt = -u`: the bridge (:func:`velocity_from_cfm`) is
+:math:`v(x, t) = -u_\\theta(x, 1 - t)`, and a torchcfm model is then sampled by the project's
+own Euler integrator from t = 1 to 0. Its network sees the same time labels as ours
+(:math:`0.25\\log\\sigma(t)` of the project time t), so the network is the same function class.
+torchcfm's σ (noise around the path) is 0, its default; its OT sampler draws the batch
+from the plan with replacement, as torchcfm does.
+
+**Budgets.** *Equal steps*: every method trains as many steps as GCTM-OT's default run.
+*Equal wall time*: a method trains ``S_gctm · c_gctm / c_method`` steps, where c is the
+per-step cost measured side by side, before training, in interleaved blocks of every
+method's real step (the machine may be shared: a ratio of costs taken together is fair
+where two wall times taken apart are not). The CSV keeps the cost-model seconds (steps × c)
+and the measured training seconds.
+
+**Evaluation.** :func:`~gctm_mini.metrics.quality_by_nfe`: exact W2 between n generated and n
+fresh data points at NFE 1, 2, 4, 8; one evaluation draw per training seed (the same draw
+for every method), mean ± std over training seeds; the data–data floor by the same
+protocol (two fresh n-point draws, 5 seeds). Writes ``benchmarks/results/peers.csv``,
+``peers_floor.csv`` and ``peers.png``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import multiprocessing as mp
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from gctm_mini.checkpoint import write_csv
+from gctm_mini.data2d import as_sampler, make_dataset
+from gctm_mini.ema import EMA
+from gctm_mini.interpolant import SIGMA_MAX, SIGMA_MIN, log_sigma_clamped
+from gctm_mini.methods import TrainingMethod
+from gctm_mini.metrics import quality_by_nfe, w2
+from gctm_mini.models import build_model, mlp_spec
+from gctm_mini.networks import TwoTimeMLP
+from gctm_mini.runtime import describe
+from gctm_mini.sampling import make_sampler
+from gctm_mini.training import Toy2DConfig, draw_pairs, estimate_moments, lr_factor, train2d
+
+OUT = Path(__file__).parent / "results"
+DATASETS = ("moons", "8gaussians", "checkerboard")
+METHODS = ("gctm_ot", "gctm_independent", "fm", "otcfm", "icfm")
+CFM = ("otcfm", "icfm")
+NFES = (1, 2, 4, 8)
+COLORS = {
+    "gctm_ot": "#2ca02c",
+    "gctm_independent": "#98df8a",
+    "fm": "#1f77b4",
+    "otcfm": "#ff7f0e",
+    "icfm": "#d62728",
+}
+MISSING_TORCHCFM = (
+    "benchmarks/peers.py needs torchcfm, the 'bench' extra: pip install 'gctm-mini[bench]' "
+    "(or: pip install --no-deps torchcfm)"
+)
+
+
+# ----- the time-convention bridge ------------------------------------------------------
+def velocity_from_cfm(u: Callable[[Tensor, Tensor], Tensor]) -> Callable[[Tensor, Tensor], Tensor]:
+    r"""Our velocity from a torchcfm-convention one: :math:`v(x, t) = -u(x, 1 - t)`.
+
+    ``u(x: (B, *D), tau: (B,))`` points from noise (τ = 0) to data (τ = 1); the returned
+    ``v(x, t)`` is the velocity of the project's ODE, data at t = 0 and source at t = 1.
+    """
+
+    def v(x: Tensor, t: Tensor) -> Tensor:
+        return -u(x, 1 - t)
+
+    return v
+
+
+class CFMVelocity(nn.Module):
+    """A torchcfm-trained network, seen by the project's samplers as a velocity model.
+
+    ``forward(x, tau)`` is the network in torchcfm's convention (what its loss regresses on
+    :math:`X_\\text{data} - X_\\text{noise}`); ``_velocity(x, t)`` is the bridge to ours
+    (:func:`velocity_from_cfm`), which :func:`~gctm_mini.sampling.sample_ode` integrates.
+    The network is fed the project's time label of t = 1 − τ.
+    """
+
+    def __init__(self, net: nn.Module, data_shape: Sequence[int] = (2,)) -> None:
+        super().__init__()
+        self.net = net
+        self.data_shape = tuple(data_shape)
+        self._v = velocity_from_cfm(self.forward)
+
+    def label(self, t: Tensor) -> Tensor:
+        return 0.25 * log_sigma_clamped(t, SIGMA_MIN, SIGMA_MAX)
+
+    def forward(self, x: Tensor, tau: Tensor) -> Tensor:
+        lab = self.label((1 - tau).clamp(0, 1))
+        return self.net(x, lab, lab)
+
+    def _velocity(self, x: Tensor, t: Tensor) -> Tensor:
+        return self._v(x, t)
+
+
+# ----- budgets --------------------------------------------------------------------------
+def equal_time_steps(ref_steps: int, ref_cost: float, cost: float) -> int:
+    """Steps a method with per-step ``cost`` (s) takes in the wall time of ``ref_steps``
+    steps at ``ref_cost``: ``round(ref_steps · ref_cost / cost)``, at least 1."""
+    if ref_steps < 1 or ref_cost <= 0 or cost <= 0:
+        raise ValueError(
+            f"need ref_steps ≥ 1 and positive costs; got {ref_steps}, {ref_cost}, {cost}"
+        )
+    return max(1, round(ref_steps * ref_cost / cost))
+
+
+def interleaved_costs(
+    steppers: Mapping[str, Callable[[int], None]],
+    blocks: int = 5,
+    block_steps: int = 20,
+    clock: Callable[[], float] = time.perf_counter,
+) -> dict[str, float]:
+    """Median seconds per step of each ``stepper(k)``, measured in alternating blocks.
+
+    Round r runs ``block_steps`` steps of every stepper in turn (step indices spread over
+    the run by the caller's ``k``), so a change of machine load during the measurement falls
+    on all methods alike. Returns ``{name: seconds per step}`` (median over the ``blocks``).
+    """
+    per: dict[str, list[float]] = {name: [] for name in steppers}
+    for r in range(blocks):
+        for name, stepper in steppers.items():
+            t0 = clock()
+            for j in range(block_steps):
+                stepper(r * block_steps + j)
+            per[name].append((clock() - t0) / block_steps)
+    return {name: float(np.median(v)) for name, v in per.items()}
+
+
+# ----- training -------------------------------------------------------------------------
+def base_config(method: str, data: str, seed: int, quick: bool) -> Toy2DConfig:
+    """The project's 2D run of ``method`` (its defaults; ``quick`` shrinks the steps)."""
+    kw = {"gctm_ot": ("gctm", "ot"), "gctm_independent": ("gctm", "independent")}
+    m, coupling = kw.get(method, ("fm", "independent"))
+    cfg = Toy2DConfig(method=m, coupling=coupling, data=data, seed=seed).validate()
+    if quick:
+        cfg.steps = 200
+    cfg.ckpt_every = cfg.log_every = 10**9
+    return cfg
+
+
+def _matcher(method: str):
+    try:
+        from torchcfm.conditional_flow_matching import (
+            ConditionalFlowMatcher,
+            ExactOptimalTransportConditionalFlowMatcher,
+        )
+    except ImportError:
+        raise SystemExit(MISSING_TORCHCFM) from None
+    cls = (
+        ExactOptimalTransportConditionalFlowMatcher if method == "otcfm" else ConditionalFlowMatcher
+    )
+    return cls(sigma=0.0)
+
+
+class CFMRun:
+    """One torchcfm-trained run with the project's recipe (optimizer, schedule, EMA)."""
+
+    def __init__(self, method: str, cfg: Toy2DConfig) -> None:
+        self.cfg = cfg
+        torch.manual_seed(cfg.seed)
+        np.random.seed(cfg.seed)  # torchcfm's OT sampler draws pairs with numpy
+        self.gen = torch.Generator().manual_seed(cfg.seed + 1)
+        self.data, self.source = as_sampler(cfg.data), as_sampler(cfg.source)
+        self.model = CFMVelocity(TwoTimeMLP(2, cfg.hidden, cfg.depth))
+        self.ema = EMA(self.model, cfg.ema_decay)
+        self.opt = torch.optim.Adam(self.model.parameters(), lr=cfg.lr)
+        self.sched = torch.optim.lr_scheduler.LambdaLR(self.opt, lambda k: lr_factor(cfg, k))
+        self.matcher = _matcher(method)
+
+    def step(self, k: int = 0) -> float:
+        x_data = self.data(self.cfg.batch_size, self.gen)
+        noise = self.source(self.cfg.batch_size, self.gen)
+        # torchcfm: x0 = source (τ = 0), x1 = data (τ = 1)
+        tau, xt, ut = self.matcher.sample_location_and_conditional_flow(noise, x_data)
+        loss = (self.model(xt, tau) - ut).pow(2).sum(1).mean()
+        self.opt.zero_grad(set_to_none=True)
+        loss.backward()
+        self.opt.step()
+        self.sched.step()
+        self.ema.update(self.model)
+        return float(loss.detach())
+
+    def train(self) -> tuple[nn.Module, float]:
+        t0 = time.perf_counter()
+        for k in range(self.cfg.steps):
+            self.step(k)
+        return self.ema.model, time.perf_counter() - t0
+
+
+class ProjectStepper:
+    """The project's training step for ``cfg`` (as in :func:`train2d`), for cost calibration."""
+
+    def __init__(self, cfg: Toy2DConfig) -> None:
+        self.cfg = cfg
+        torch.manual_seed(cfg.seed)
+        self.gen = torch.Generator().manual_seed(cfg.seed + 1)
+        self.data, self.source = as_sampler(cfg.data), as_sampler(cfg.source)
+        moments = estimate_moments(cfg, self.data, self.source, self.gen)
+        self.model = build_model(
+            mlp_spec(2, cfg.hidden, cfg.depth, sigma_max=cfg.sigma_max), moments
+        )
+        self.ema = EMA(self.model, cfg.ema_decay)
+        self.method = TrainingMethod(cfg, self.model)
+        self.opt = torch.optim.Adam(self.model.parameters(), lr=cfg.lr)
+
+    def step(self, k: int) -> None:
+        x0, x1 = draw_pairs(self.cfg, self.data, self.source, self.gen)
+        loss, _ = self.method.loss(self.model, self.ema.model, x0, x1, k)
+        self.opt.zero_grad(set_to_none=True)
+        loss.backward()
+        self.opt.step()
+        self.ema.update(self.model)
+
+
+def calibrate(data: str, quick: bool, blocks: int) -> dict[str, float]:
+    """Per-step cost of every method on ``data``, side by side (seconds per step)."""
+    steppers = {}
+    for m in METHODS:
+        cfg = base_config(m, data, 0, quick)
+        if m in CFM:
+            run = CFMRun(m, cfg)
+            steppers[m] = run.step
+        else:
+            st = ProjectStepper(cfg)
+            span = max(1, cfg.steps // (blocks * 20))  # visit every curriculum phase
+            steppers[m] = lambda k, st=st, span=span: st.step(k * span)
+    interleaved_costs(steppers, blocks=1, block_steps=5)  # warm-up
+    return interleaved_costs(steppers, blocks=blocks, block_steps=20)
+
+
+def run_job(job: tuple) -> list[dict]:
+    """Train every method on one (data set, seed) at both budgets and score it."""
+    data, seed, costs, n, quick = job
+    torch.set_num_threads(1)
+    ref = base_config("gctm_ot", data, seed, quick)
+    budgets = {"equal_steps": {m: ref.steps for m in METHODS}}
+    budgets["equal_time"] = {
+        m: equal_time_steps(ref.steps, costs["gctm_ot"], costs[m]) for m in METHODS
+    }
+    rows, trained = [], {}
+    for budget, steps_of in budgets.items():
+        for m in METHODS:
+            steps = steps_of[m]
+            if (m, steps) not in trained:
+                cfg = replace(base_config(m, data, seed, quick), steps=steps)
+                if m in CFM:
+                    model, seconds = CFMRun(m, cfg).train()
+                    kind = "euler"
+                else:
+                    res = train2d(cfg, progress=False)
+                    model, seconds = res.ema, res.seconds
+                    kind = "flowmap" if cfg.method == "gctm" else "euler"
+                rep = quality_by_nfe(
+                    make_sampler(model, kind),
+                    make_dataset(data),
+                    NFES,
+                    n=n,
+                    seeds=1,
+                    base_seed=40_000 + seed,
+                    floor=float("nan"),
+                )
+                trained[(m, steps)] = (rep.values, seconds, kind)
+            values, seconds, kind = trained[(m, steps)]
+            for nfe in NFES:
+                rows.append(
+                    {
+                        "data": data,
+                        "method": m,
+                        "budget": budget,
+                        "seed": seed,
+                        "steps": steps,
+                        "sampler": kind,
+                        "nfe": nfe,
+                        "w2": values[nfe],
+                        "cost_per_step": costs[m],
+                        "cost_model_seconds": steps * costs[m],
+                        "train_seconds": seconds,
+                    }
+                )
+    return rows
+
+
+def floor_rows(data: str, n: int, seeds: int = 5) -> list[dict]:
+    """W2 between two fresh n-point draws of ``data``, ``seeds`` times (the floor protocol
+    of :func:`~gctm_mini.metrics.data_floor`)."""
+    ds = make_dataset(data)
+    rows = []
+    for k in range(seeds):
+        g = torch.Generator().manual_seed(10_000 + k)
+        rows.append({"data": data, "seed": k, "n": n, "w2": w2(ds(n, g), ds(n, g))})
+    return rows
+
+
+# ----- reporting ------------------------------------------------------------------------
+def summarize(rows: list[dict], floors: dict[str, float]) -> list[dict]:
+    """Mean ± std over seeds for each (data, method, budget, nfe)."""
+    keys = sorted({(r["data"], r["method"], r["budget"], r["nfe"]) for r in rows})
+    out = []
+    for d, m, b, nfe in keys:
+        sel = [r for r in rows if (r["data"], r["method"], r["budget"], r["nfe"]) == (d, m, b, nfe)]
+        w = np.array([r["w2"] for r in sel])
+        out.append(
+            {
+                "data": d,
+                "method": m,
+                "budget": b,
+                "nfe": nfe,
+                "seeds": len(sel),
+                "w2_mean": float(w.mean()),
+                "w2_std": float(w.std()),
+                "ratio_to_floor": float(w.mean() / floors[d]),
+                "steps": sel[0]["steps"],
+                "cost_model_seconds": float(np.mean([r["cost_model_seconds"] for r in sel])),
+                "train_seconds": float(np.mean([r["train_seconds"] for r in sel])),
+            }
+        )
+    return out
+
+
+def plot(summary: list[dict], floors: dict[str, float], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    datasets = list(floors)
+    fig, axes = plt.subplots(2, len(datasets), figsize=(5 * len(datasets), 8), squeeze=False)
+    for j, d in enumerate(datasets):
+        ax = axes[0, j]
+        for m in METHODS:
+            sel = [
+                r for r in summary if (r["data"], r["method"], r["budget"]) == (d, m, "equal_time")
+            ]
+            if not sel:
+                continue
+            ax.errorbar(
+                [r["nfe"] for r in sel],
+                [r["w2_mean"] for r in sel],
+                yerr=[r["w2_std"] for r in sel],
+                fmt="o-",
+                color=COLORS[m],
+                label=m,
+                capsize=2,
+            )
+        ax.axhline(floors[d], ls="--", color="k", lw=1, label="data–data floor")
+        ax.set(
+            xscale="log",
+            yscale="log",
+            xlabel="NFE (t = 1 source → t = 0 data)",
+            ylabel="exact W2",
+            title=f"{d}: W2 vs NFE, equal wall time",
+        )
+        ax.legend(fontsize=7)
+        ax = axes[1, j]
+        for m in METHODS:
+            sel = [r for r in summary if (r["data"], r["method"], r["nfe"]) == (d, m, 1)]
+            sel.sort(key=lambda r: r["cost_model_seconds"])
+            if not sel:
+                continue
+            ax.errorbar(
+                [r["cost_model_seconds"] for r in sel],
+                [r["w2_mean"] for r in sel],
+                yerr=[r["w2_std"] for r in sel],
+                fmt="o-",
+                color=COLORS[m],
+                label=m,
+                capsize=2,
+            )
+        ax.axhline(floors[d], ls="--", color="k", lw=1)
+        ax.set(
+            xscale="log",
+            yscale="log",
+            xlabel="training wall time, s (steps × per-step cost)",
+            ylabel="exact W2 at NFE 1",
+            title=f"{d}: one step vs training time",
+        )
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=80)
+    plt.close(fig)
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    ap.add_argument("--data", default=",".join(DATASETS))
+    ap.add_argument("--seeds", type=int, default=5)
+    ap.add_argument("--n", type=int, default=4096, help="points per W2 evaluation")
+    ap.add_argument("--workers", type=int, default=2, help="parallel (data set, seed) jobs")
+    ap.add_argument("--quick", action="store_true", help="200 steps, n = 512, 1 seed (smoke)")
+    ap.add_argument("--out", default=str(OUT))
+    args = ap.parse_args(argv)
+    _matcher("icfm")  # fail at once, with one line, when torchcfm is missing
+    if args.quick:
+        args.n, args.seeds = 512, 1
+    datasets = args.data.split(",")
+    for d in datasets:
+        make_dataset(d)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    torch.set_num_threads(1)
+    print(f"machine: {describe('cpu')}, {args.workers} job(s) at a time, 1 thread each")
+    costs = {}
+    for d in datasets:
+        costs[d] = calibrate(d, args.quick, blocks=2 if args.quick else 5)
+        print(
+            f"{d}: ms per step (side by side): "
+            + ", ".join(f"{m} {1e3 * c:.1f}" for m, c in costs[d].items())
+        )
+    jobs = [(d, s, costs[d], args.n, args.quick) for s in range(args.seeds) for d in datasets]
+    rows: list[dict] = []
+    t0 = time.perf_counter()
+    with mp.get_context("fork").Pool(args.workers, maxtasksperchild=1) as pool:
+        for job_rows in pool.imap_unordered(run_job, jobs):
+            rows.extend(job_rows)
+            r0 = job_rows[0]
+            print(
+                f"[{time.perf_counter() - t0:6.0f} s] {r0['data']} seed {r0['seed']}: "
+                + ", ".join(
+                    f"{r['method']}@{r['budget'][6:]} {r['w2']:.3f}"
+                    for r in job_rows
+                    if r["nfe"] == 1
+                ),
+                flush=True,
+            )
+    frows = [r for d in datasets for r in floor_rows(d, args.n)]
+    floors = {d: float(np.mean([r["w2"] for r in frows if r["data"] == d])) for d in datasets}
+    summary = summarize(rows, floors)
+    write_csv(out / "peers_runs.csv", rows)
+    write_csv(out / "peers.csv", summary)
+    write_csv(out / "peers_floor.csv", frows)
+    plot(summary, floors, out / "peers.png")
+    print(f"\nexact W2 (n = {args.n}), mean ± std over {args.seeds} seed(s); floor in brackets")
+    for d in datasets:
+        print(f"\n{d} (floor {floors[d]:.4f})")
+        for budget in ("equal_time", "equal_steps"):
+            for m in METHODS:
+                sel = [
+                    r for r in summary if (r["data"], r["method"], r["budget"]) == (d, m, budget)
+                ]
+                cells = " | ".join(f"{r['w2_mean']:.3f} ± {r['w2_std']:.3f}" for r in sel)
+                print(f"  {budget:>11} {m:>16} ({sel[0]['steps']:>5} steps): {cells}")
+    print(f"\nwrote {out}/peers.csv, peers_runs.csv, peers_floor.csv, peers.png")
+
+
+if __name__ == "__main__":
+    main()

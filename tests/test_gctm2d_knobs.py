@@ -1,0 +1,122 @@
+"""GCTM's one-jump share (``jump_prob``) and the CPU thread choice of 2D runs."""
+
+import pytest
+import torch
+
+import gctm_mini.consistency as cons
+from gctm_mini.consistency import gctm_loss
+from gctm_mini.methods import MethodFields
+from gctm_mini.models import build_model, mlp_spec
+from gctm_mini.parameterization import CouplingMoments
+from gctm_mini.randomness import Draws
+from gctm_mini.runtime import resolve_threads, torch_threads
+from gctm_mini.timegrid import fine_grid
+from gctm_mini.training import Toy2DConfig, train2d
+
+
+def _models():
+    torch.manual_seed(0)
+    model = build_model(mlp_spec(2, 32, 2), CouplingMoments())
+    torch.nn.init.normal_(model.net.out.weight, std=0.1)
+    ema = build_model(mlp_spec(2, 32, 2), CouplingMoments()).eval()
+    ema.load_state_dict(model.state_dict())
+    return model, ema
+
+
+def _solve_spy(monkeypatch):
+    """Record the (start, end) grid indices of every EMA solve gctm_loss runs."""
+    seen = []
+    original = cons.integrate_per_sample
+
+    def spy(v, x, grid, start, end, method="heun"):
+        seen.append((start.clone(), end.clone()))
+        return original(v, x, grid, start, end, method)
+
+    monkeypatch.setattr(cons, "integrate_per_sample", spy)
+    return seen
+
+
+def test_jump_prob_one_trains_only_the_one_jump_map_from_the_source(monkeypatch):
+    seen = _solve_spy(monkeypatch)
+    student_times = []
+    model, ema = _models()
+    G = type(model)._G
+
+    def record(self, x, t, s):
+        if torch.is_grad_enabled():
+            student_times.append((t.clone(), s.clone()))
+        return G(self, x, t, s)
+
+    monkeypatch.setattr(type(model), "_G", record)
+    grid = fine_grid(8, dtype=torch.float32)
+    x0, x1 = torch.randn(256, 2), torch.randn(256, 2)
+    gctm_loss(model, ema, x0, x1, grid, jump_prob=1.0, rng=Draws(torch.Generator().manual_seed(1)))
+    (t, s), ((start, end),) = student_times[-1], seen
+    assert bool((t == 1).all()) and bool((s == 0).all())
+    assert bool((start == 8).all())
+    # u covers the whole grid below t = 1
+    assert set(end.tolist()) == set(range(8))
+
+
+def test_jump_prob_zero_leaves_the_draws_and_the_loss_unchanged(monkeypatch):
+    model, ema = _models()
+    grid = fine_grid(8, dtype=torch.float32)
+    x0, x1 = torch.randn(128, 2), torch.randn(128, 2)
+
+    def loss(**kw):
+        return gctm_loss(
+            model, ema, x0, x1, grid, rng=Draws(torch.Generator().manual_seed(3)), **kw
+        )[0]
+
+    assert torch.equal(loss(), loss(jump_prob=0.0))
+    assert not torch.equal(loss(), loss(jump_prob=0.5))
+
+
+def test_jump_prob_share_matches_its_setting(monkeypatch):
+    seen = _solve_spy(monkeypatch)
+    model, ema = _models()
+    grid = fine_grid(16, dtype=torch.float32)
+    x0, x1 = torch.randn(4000, 2), torch.randn(4000, 2)
+    gctm_loss(model, ema, x0, x1, grid, jump_prob=0.25, rng=Draws(torch.Generator().manual_seed(0)))
+    start = seen[0][0]
+    share = float((start == 16).float().mean())
+    # without the share, t = 1 is drawn for well under 1 % of samples at N = 16
+    assert abs(share - 0.25) < 0.03
+
+
+@pytest.mark.parametrize("bad", [-0.1, 1.5])
+def test_jump_prob_outside_unit_interval_is_refused(bad):
+    with pytest.raises(ValueError, match="jump_prob must be a number in"):
+        MethodFields(jump_prob=bad).check_method_fields()
+
+
+def test_jump_prob_auto_is_the_2d_default_from_noise_and_off_for_translation():
+    from gctm_mini.methods import DEFAULT_JUMP_PROB_2D
+
+    assert Toy2DConfig(method="gctm").validate().jump_prob == DEFAULT_JUMP_PROB_2D == 0.25
+    assert Toy2DConfig(method="gctm", source="circles").validate().jump_prob == 0.0
+    assert Toy2DConfig(method="gctm", jump_prob=0.0).validate().jump_prob == 0.0
+    with pytest.raises(ValueError, match="jump_prob must be a number in"):
+        Toy2DConfig(method="gctm", jump_prob=-0.5).validate()
+
+
+def test_resolve_threads_auto_is_one_and_negative_is_refused():
+    assert resolve_threads(0) == 1
+    assert resolve_threads(3) == 3
+    with pytest.raises(ValueError, match="threads must be"):
+        resolve_threads(-1)
+    with pytest.raises(ValueError, match="threads must be"):
+        Toy2DConfig(threads=-2).validate()
+
+
+def test_train2d_runs_with_the_configured_threads_and_restores_the_count():
+    seen = []
+    with torch_threads(2):
+        train2d(
+            Toy2DConfig(method="fm", steps=4, hidden=16, depth=1, log_every=2),
+            progress=False,
+            callback=lambda step, ema: seen.append(torch.get_num_threads()) or {},
+            callback_every=2,
+        )
+        assert torch.get_num_threads() == 2
+    assert seen == [1, 1]

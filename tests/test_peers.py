@@ -1,0 +1,122 @@
+"""The peer benchmark's own logic: the torchcfm time-convention bridge, the equal-wall-time
+budget and the missing-extra message. Only the last, slow test needs torchcfm itself."""
+
+import importlib.util
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from gctm_mini.data2d import make_dataset
+from gctm_mini.metrics import w2
+from gctm_mini.networks import TwoTimeMLP
+from gctm_mini.sampling import sample_ode
+from gctm_mini.solvers import integrate
+from gctm_mini.timegrid import uniform_grid
+
+PEERS = Path(__file__).resolve().parents[1] / "benchmarks" / "peers.py"
+
+
+@pytest.fixture(scope="module")
+def peers():
+    spec = importlib.util.spec_from_file_location("peers_benchmark", PEERS)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def point_mass_cfm_velocity(a: torch.Tensor):
+    """torchcfm-convention velocity of the path from noise (τ = 0) to the point a (τ = 1):
+    x_τ = τ a + (1 − τ) z, u = a − z = (a − x_τ) / (1 − τ)."""
+    return lambda x, tau: (a - x) / (1 - tau)[:, None]
+
+
+@pytest.mark.parametrize("nfe", [1, 2, 4])
+def test_bridged_cfm_velocity_carries_noise_to_the_point_mass_exactly(peers, nfe):
+    # closed form: the bridged field is v(x, t) = (x − a) / t, whose Euler steps are exact
+    a = torch.tensor([[1.5, -0.5]])
+    v = peers.velocity_from_cfm(point_mass_cfm_velocity(a))
+    x1 = torch.randn(64, 2, generator=torch.Generator().manual_seed(0))
+    out = integrate(v, x1, uniform_grid(nfe), "euler")
+    torch.testing.assert_close(out, a.expand_as(out), rtol=0, atol=1e-5)
+
+
+def test_mirrored_time_without_the_sign_flip_misses_the_point_mass(peers):
+    # v(x, t) = +u(x, 1 − t) sends x to 2x − a in one step: the sign of the bridge matters
+    a = torch.tensor([[1.5, -0.5]])
+    u = point_mass_cfm_velocity(a)
+    x1 = torch.randn(64, 2, generator=torch.Generator().manual_seed(0))
+    wrong = integrate(lambda x, t: u(x, 1 - t), x1, uniform_grid(1), "euler")
+    torch.testing.assert_close(wrong, 2 * x1 - a)
+
+
+def test_cfm_model_velocity_is_minus_its_network_at_the_mirrored_time(peers):
+    torch.manual_seed(0)
+    net = TwoTimeMLP(2, 32, 2)
+    torch.nn.init.normal_(net.out.weight)
+    model = peers.CFMVelocity(net)
+    x, t = torch.randn(16, 2), torch.rand(16)
+    torch.testing.assert_close(model._velocity(x, t), -model(x, 1 - t))
+    # the network sees the project's label of t = 1 − τ, as the project's own models do
+    lab = model.label(t)
+    torch.testing.assert_close(model(x, 1 - t), net(x, lab, lab))
+
+
+def test_equal_time_steps_scale_by_the_cost_ratio(peers):
+    assert peers.equal_time_steps(2500, 0.02, 0.005) == 10_000
+    assert peers.equal_time_steps(2500, 0.02, 0.02) == 2500
+    assert peers.equal_time_steps(10, 0.001, 1.0) == 1  # never zero steps
+    with pytest.raises(ValueError, match="positive costs"):
+        peers.equal_time_steps(2500, 0.02, 0.0)
+
+
+def test_interleaved_costs_alternate_blocks_and_return_per_step_costs(peers):
+    now = [0.0]
+    order = []
+
+    def stepper(name, cost):
+        def step(k):
+            order.append(name)
+            now[0] += cost
+
+        return step
+
+    costs = peers.interleaved_costs(
+        {"a": stepper("a", 0.002), "b": stepper("b", 0.005)},
+        blocks=3,
+        block_steps=4,
+        clock=lambda: now[0],
+    )
+    assert costs == pytest.approx({"a": 0.002, "b": 0.005})
+    assert order == (["a"] * 4 + ["b"] * 4) * 3
+
+
+def test_missing_torchcfm_exits_with_one_line_naming_the_extra(peers, monkeypatch):
+    monkeypatch.setitem(sys.modules, "torchcfm", None)
+    monkeypatch.setitem(sys.modules, "torchcfm.conditional_flow_matching", None)
+    with pytest.raises(SystemExit) as err:
+        peers.main(["--quick"])
+    msg = str(err.value.code)
+    assert "\n" not in msg and "gctm-mini[bench]" in msg and "torchcfm" in msg
+
+
+@pytest.mark.slow
+def test_torchcfm_trained_model_sampled_through_the_bridge_reaches_the_data(peers):
+    pytest.importorskip("torchcfm")
+    from gctm_mini.training import Toy2DConfig
+
+    torch.set_num_threads(1)
+    cfg = Toy2DConfig(method="fm", data="8gaussians", steps=600, hidden=128, depth=3)
+    model, _ = peers.CFMRun("otcfm", cfg).train()
+    g = torch.Generator().manual_seed(1)
+    data = make_dataset("8gaussians")
+    ref, x1 = data(1024, g), torch.randn(1024, 2, generator=g)
+    good = w2(sample_ode(model, x1, 8, "euler"), ref)
+    noise = w2(x1, ref)
+    # the wrong convention (data at t = 1, no sign flip) integrates away from the data
+    wrong = w2(integrate(lambda x, t: model(x, t), x1, uniform_grid(8), "euler"), ref)
+    floor = w2(data(1024, g), data(1024, g))
+    assert good < 1.5 * floor, (good, floor)  # sensible: near the data–data floor
+    assert good < 0.5 * noise, (good, noise)
+    assert wrong > 2 * good, (wrong, good)
