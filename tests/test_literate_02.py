@@ -50,8 +50,15 @@ def test_sinkhorn_log_equals_package(nb, eps, max_iter, tol):
 
 
 @pytest.mark.parametrize("seed", range(4))
-def test_greedy_assignment_equals_package(nb, seed):
-    score = torch.randn(70, 70, generator=torch.Generator().manual_seed(seed)) * (seed + 1)
+@pytest.mark.parametrize("ties", [False, True])
+def test_greedy_assignment_equals_package(nb, seed, ties):
+    """The same assignment, also where several columns propose one row with equal scores."""
+    g = torch.Generator().manual_seed(seed)
+    score = (
+        torch.randint(0, 3, (70, 70), generator=g).float()
+        if ties
+        else torch.randn(70, 70, generator=g)
+    )
     rows = nb["greedy_assignment"](score)
     assert torch.equal(rows, couplings.greedy_assignment(score))
     assert sorted(rows.tolist()) == list(range(70))
