@@ -334,3 +334,325 @@ def check_bidirectional_map(fn: Callable[[Tensor, Tensor, Tensor, Tensor], Tenso
     if not _close(out, ref):
         raise CheckFailed("G(x, t, s) = x + (s − t)·ū")
     return _ok("bidirectional flow map")
+
+
+# ---------------------------------------------------------------- notebooks 01 and 02
+
+
+def _small_flow_model(seed: int = 0, moments=None):
+    """A small forward flow-map model with visibly non-zero output (for the checks)."""
+    from .models import build_model, mlp_spec
+    from .parameterization import CouplingMoments
+
+    torch.manual_seed(seed)
+    model = build_model(mlp_spec(2, 16, 2), moments or CouplingMoments(0.5, 1.0, 0.0))
+    for p in model.parameters():
+        torch.nn.init.normal_(p, std=0.3)
+    return model
+
+
+def _fm_variant(model, x0: Tensor, x1: Tensor, t: Tensor, kind: str) -> Tensor:
+    """The FM loss and typical wrong versions of it, in the velocity form."""
+    tb = t[:, None]
+    xt = tb * x0 + (1 - tb) * x1 if kind == "time" else (1 - tb) * x0 + tb * x1
+    u = x0 - x1 if kind == "sign" else x1 - x0
+    v = model.velocity(xt, t)
+    c = model.coefficients(t, x0)
+    w = {"plain": 1.0, "c_out": c["c_out"] ** 2}.get(kind, c["kappa"] ** 2)
+    per = (v - u).pow(2) / w
+    return per.mean(1).mean() if kind == "coord_mean" else per.sum(1).mean()
+
+
+def check_fm_loss(fn: Callable) -> bool:
+    r"""``fn(model, x0, x1, t)`` must return the FM loss of :func:`gctm_mini.losses.fm_loss`:
+    the batch mean of :math:`\|v_\theta(x_t, t) - (X_1 - X_0)\|^2 / \kappa(t)^2` (summed over
+    coordinates), :math:`x_t = (1 - t)X_0 + tX_1`, a scalar that carries gradients."""
+    from .losses import fm_loss
+
+    model = _small_flow_model()
+    g = torch.Generator().manual_seed(11)
+    x0 = torch.randn(6, 2, generator=g) * 0.7 + 0.3
+    x1 = torch.randn(6, 2, generator=g)
+    t = torch.tensor([0.05, 0.3, 0.5, 0.7, 0.95, 1.0])
+    out = _call(fn, model, x0, x1, t, what="fm_loss(model, x0, x1, t)")
+    if not torch.is_tensor(out):
+        raise CheckFailed(f"return the loss as a tensor (a scalar); got {type(out).__name__}")
+    if out.dim() != 0:
+        raise CheckFailed(
+            f"return one number, the mean over the batch; got shape {tuple(out.shape)} "
+            "(sum over coordinates, then average over samples)"
+        )
+    if not out.requires_grad:
+        raise CheckFailed(
+            "the loss carries no gradient: do not compute it under torch.no_grad() or "
+            "detach it — the training step differentiates it"
+        )
+    ref = fm_loss(model, x0, x1, t)
+    if _close(out, ref, 1e-4):
+        out.backward()
+        grads = [p.grad for p in model.parameters()]
+        if any(gr is None for gr in grads) or not any(bool(gr.abs().sum() > 0) for gr in grads):
+            raise CheckFailed("the loss does not depend on the network's weights")
+        return _ok("flow-matching loss")
+    with torch.no_grad():
+        wrong = {
+            k: _fm_variant(model, x0, x1, t, k)
+            for k in ("time", "sign", "plain", "coord_mean", "c_out")
+        }
+    if _close(out, wrong["time"], 1e-4):
+        raise CheckFailed(
+            "time direction swapped: x_t = (1 − t)·X0 + t·X1 puts the data X0 at t = 0 and "
+            "the source X1 at t = 1"
+        )
+    if _close(out, wrong["sign"], 1e-4):
+        raise CheckFailed("sign flipped: x_t moves from X0 to X1, so the target is X1 − X0")
+    if _close(out, wrong["plain"], 1e-4):
+        raise CheckFailed(
+            "that is the plain velocity regression; the package's loss divides each sample's "
+            "squared error by κ(t)² (c_out = t·κ), which is what ‖g − X0‖²/c_out² becomes"
+        )
+    if _close(out, wrong["coord_mean"], 1e-4):
+        raise CheckFailed(
+            "sum the squared error over the coordinates of a sample (a squared norm), then "
+            "average over the batch; you averaged over coordinates"
+        )
+    if _close(out, wrong["c_out"], 1e-4):
+        raise CheckFailed(
+            "divide by κ(t)² = (c_out/t)², not by c_out²: in the velocity form the t² of "
+            "g − X0 = −t·(v − (X1 − X0)) cancels"
+        )
+    raise CheckFailed(
+        f"your loss is {float(out):.5f}, the FM loss is {float(ref):.5f}: check x_t, the "
+        "target X1 − X0 and the weight 1/κ(t)²"
+    )
+
+
+def check_fm_train_step(fn: Callable) -> bool:
+    r"""``fn(loss_fn, model, ema_model, opt, x0, x1, t, decay)`` must take one optimizer step on
+    ``loss_fn(model, x0, x1, t)`` and then move every EMA parameter towards the new weights,
+    :math:`\bar\theta \leftarrow \mu\bar\theta + (1 - \mu)\theta`, returning the loss of the
+    batch (a float, computed before the step)."""
+    import copy
+
+    from .losses import fm_loss
+
+    def setup():
+        model = _small_flow_model(1)
+        ema = copy.deepcopy(model).requires_grad_(False)
+        with torch.no_grad():  # an EMA that differs from the weights shows how it is updated
+            for p in ema.parameters():
+                p.add_(0.05 * torch.randn(p.shape, generator=torch.Generator().manual_seed(3)))
+        return model, ema, torch.optim.Adam(model.parameters(), lr=1e-2)
+
+    g = torch.Generator().manual_seed(12)
+    batches = [
+        (torch.randn(8, 2, generator=g), torch.randn(8, 2, generator=g), torch.rand(8, generator=g))
+        for _ in range(2)
+    ]
+    mu = 0.9
+
+    def params(m):
+        return [p.detach().clone() for p in m.parameters()]
+
+    def same(a, b):
+        return all(_close(x, y, 1e-5) for x, y in zip(a, b, strict=True))
+
+    # the reference: two steps, and the states that typical mistakes lead to
+    model, ema, opt = setup()
+    ema0, theta0 = params(ema), params(model)
+    ref_losses, after_one = [], None
+    for k, (x0, x1, t) in enumerate(batches):
+        loss = fm_loss(model, x0, x1, t)
+        ref_losses.append(loss.item())
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        if k == 0:
+            theta1, ema_old_weights = (
+                params(model),
+                [mu * e + (1 - mu) * p for e, p in zip(ema0, theta0, strict=True)],
+            )
+            ema_swapped = [(1 - mu) * e + mu * p for e, p in zip(ema0, theta1, strict=True)]
+        with torch.no_grad():
+            for e, p in zip(ema.parameters(), model.parameters(), strict=True):
+                e.lerp_(p, 1 - mu)
+        if k == 0:
+            after_one = params(ema)
+    theta2, ema2 = params(model), params(ema)
+
+    model, ema, opt = setup()
+    outs = []
+    for k, (x0, x1, t) in enumerate(batches):
+        out = _call(
+            fn, fm_loss, model, ema, opt, x0, x1, t, mu, what="train_step(loss_fn, model, ...)"
+        )
+        outs.append(out)
+        if k == 0:
+            got_theta, got_ema = params(model), params(ema)
+            if same(got_theta, theta0):
+                if not same(got_ema, ema0):
+                    raise CheckFailed(
+                        "the online model did not move but the EMA did: the loss, backward() "
+                        "and opt.step() act on `model`; the EMA copy is only averaged"
+                    )
+                raise CheckFailed(
+                    "the weights did not change: compute the loss, call backward() and opt.step()"
+                )
+            if not same(got_theta, theta1):
+                raise CheckFailed(
+                    "after one step the weights differ from one Adam step on loss_fn(model, "
+                    "x0, x1, t): use the batch and the loss function you are given"
+                )
+            if same(got_ema, ema0):
+                raise CheckFailed("the EMA parameters did not move: update them after the step")
+            if same(got_ema, theta1):
+                raise CheckFailed(
+                    "the EMA became a copy of the weights; it must move only a fraction "
+                    "1 − decay towards them: θ̄ ← decay·θ̄ + (1 − decay)·θ"
+                )
+            if same(got_ema, ema_swapped):
+                raise CheckFailed(
+                    "EMA weights swapped: keep `decay` of the old average and add (1 − decay) "
+                    "of the new weights"
+                )
+            if same(got_ema, ema_old_weights):
+                raise CheckFailed(
+                    "the EMA was updated from the weights before the optimizer step; "
+                    "update it after opt.step(), from the new weights"
+                )
+            if not same(got_ema, after_one):
+                raise CheckFailed("EMA update: θ̄ ← decay·θ̄ + (1 − decay)·θ for every parameter")
+    if not same(params(model), theta2):
+        raise CheckFailed(
+            "the first step is right but the second is not: gradients accumulate across "
+            "steps unless you zero them (opt.zero_grad()) before backward()"
+        )
+    if not same(params(ema), ema2):
+        raise CheckFailed("EMA update: θ̄ ← decay·θ̄ + (1 − decay)·θ for every parameter")
+    for out, ref in zip(outs, ref_losses, strict=True):
+        if torch.is_tensor(out) and out.numel() == 1:
+            out = float(out)
+        if not isinstance(out, float):
+            raise CheckFailed(
+                f"return the batch's loss as a Python float (loss.item()); got {type(out).__name__}"
+            )
+        if not math.isclose(out, ref, rel_tol=1e-5, abs_tol=1e-7):
+            raise CheckFailed(
+                f"returned loss {out:.5f}, but the batch's loss before the step is {ref:.5f}"
+            )
+    return _ok("training step (Adam + EMA)")
+
+
+def _multiple_choice(fn: Callable[[], str], name: str, options: dict, correct: str, why: str):
+    """Check a multiple-choice answer ``fn() -> letter``; explain the right one when wrong."""
+    got = _call(fn, what=f"{name}()")
+    letter = str(got).strip().lower().strip("()") if got is not None else ""
+    if letter not in options:
+        raise CheckFailed(f"answer with one of the letters {', '.join(options)}; got {got!r}")
+    if letter != correct:
+        raise CheckFailed(f"not ({letter}) {options[letter]}. {why}")
+    print(f"✓ {name}: ({correct}) {options[correct]} — {why}")
+    return True
+
+
+def check_one_euler_step(fn: Callable[[], str]) -> bool:
+    """``fn()`` returns the letter of what one Euler step of the exact FM velocity from t = 1
+    to t = 0 makes of the source cloud."""
+    options = {
+        "a": "a blurred copy of the data distribution",
+        "b": "the source cloud, unchanged",
+        "c": "one single point, the data mean E[X0]",
+        "d": "exact samples of the data",
+    }
+    why = (
+        "At t = 1, x_t = X1 says nothing about X0, so v(x, 1) = E[X1 − X0 | X1 = x] = "
+        "x − E[X0], and the Euler step x − 1·v(x, 1) = E[X0] is the same for every x."
+    )
+    return _multiple_choice(fn, "one Euler step from t = 1", options, "c", why)
+
+
+def check_sinkhorn_log(fn: Callable) -> bool:
+    r"""``fn(C, eps, n_iter)`` must return :math:`\log P` of the entropic OT plan between
+    uniform marginals (rows 1/n, columns 1/m) after ``n_iter`` log-domain Sinkhorn
+    iterations, ``(n, m)``, finite also for small ε (compared after convergence)."""
+    from .couplings import sinkhorn_log
+
+    g = torch.Generator().manual_seed(13)
+    a, b = (
+        torch.randn(5, 2, generator=g, dtype=torch.float64),
+        torch.randn(7, 2, generator=g, dtype=torch.float64),
+    )
+    C = torch.cdist(a, b) ** 2
+    eps = 0.3
+    ref = sinkhorn_log(C, eps, max_iter=2000, tol=0.0, log=True)
+    out = _call(fn, C, eps, 500, what="sinkhorn_log(C, eps, n_iter)")
+    if not torch.is_tensor(out) or out.shape != C.shape:
+        shape = tuple(out.shape) if torch.is_tensor(out) else type(out).__name__
+        if torch.is_tensor(out) and out.shape == C.T.shape:
+            raise CheckFailed(
+                f"shape {shape}: rows index the n data points, columns the m source points; "
+                f"return ({C.shape[0]}, {C.shape[1]})"
+            )
+        raise CheckFailed(f"return log P shaped like C {tuple(C.shape)}; got {shape}")
+    out = out.double()
+    if not bool(torch.isfinite(out).all()):
+        raise CheckFailed("log P must be finite (a plan's entries are positive)")
+    if bool((out >= 0).all()) and abs(float(out.sum()) - 1) < 1e-3:
+        raise CheckFailed("you returned the plan P; return its logarithm log P")
+    if _close(out, sinkhorn_log(C, 1.0, max_iter=2000, tol=0.0, log=True), 1e-5):
+        raise CheckFailed("ε is missing: the kernel is exp(−C/ε), so divide the cost by ε")
+    P = out.exp()
+    rows, cols = P.sum(1), P.sum(0)
+    if not _close(cols, torch.full_like(cols, 1 / 7), 1e-6):
+        raise CheckFailed(
+            f"the columns of P must sum to 1/m = {1 / 7:.4f} (the source marginal); they sum "
+            f"to {cols.min():.4f} … {cols.max():.4f}: alternate both updates, f then g"
+        )
+    if not _close(rows, torch.full_like(rows, 1 / 5), 1e-6):
+        raise CheckFailed(
+            f"the rows of P must sum to 1/n = {1 / 5:.4f} (the data marginal); they sum to "
+            f"{rows.min():.4f} … {rows.max():.4f}: alternate both updates"
+        )
+    if float((P * C).sum()) > float(C.mean()):
+        raise CheckFailed(
+            "the plan favours expensive pairs: the Gibbs kernel is exp(−C/ε), not exp(+C/ε)"
+        )
+    if not _close(out, ref, 1e-6):
+        raise CheckFailed(
+            "the marginals are right but the plan is not the entropic OT plan of C at this ε: "
+            "log P_ij = f_i + g_j − C_ij/ε + log a_i + log b_j"
+        )
+    C32 = (torch.rand(6, 6, generator=g) * 2).float()
+    small = _call(fn, C32, 1e-3, 300, what="sinkhorn_log(C, 1e-3, 300)")
+    if not (torch.is_tensor(small) and bool(torch.isfinite(small).all())):
+        raise CheckFailed(
+            "NaN/inf at ε = 1e-3: exp(−C/ε) underflows to 0 in float32 — work with the log "
+            "potentials and torch.logsumexp, never with exp(−C/ε) itself"
+        )
+    Ps = small.double().exp()
+    if not _close(Ps.sum(0), torch.full((6,), 1 / 6, dtype=torch.float64), 1e-4):
+        raise CheckFailed(
+            "at ε = 1e-3 the column sums are not 1/m: keep everything in the log domain"
+        )
+    return _ok("log-domain Sinkhorn")
+
+
+def check_distinct_fraction(fn: Callable[[], float]) -> bool:
+    """``fn()`` returns the expected fraction of a large batch that is drawn at least once
+    when each of n source points draws its data partner uniformly *with replacement*."""
+    got = _call(fn, what="distinct_fraction()")
+    try:
+        x = float(got)
+    except (TypeError, ValueError) as err:
+        raise CheckFailed(f"return a number between 0 and 1; got {got!r}") from err
+    right = 1 - math.exp(-1)
+    why = (
+        "each data point is missed by all n draws with probability (1 − 1/n)^n → 1/e, so a "
+        f"fraction 1 − 1/e ≈ {right:.3f} is used at least once"
+    )
+    if abs(x - right) < 0.01:
+        print(f"✓ distinct fraction: {x:.3f} — {why}")
+        return True
+    if abs(x - math.exp(-1)) < 0.01:
+        raise CheckFailed(f"{x:.3f} is the fraction never drawn; {why}")
+    raise CheckFailed(f"{x:.3f} is not it: {why}")

@@ -1,6 +1,8 @@
 """Every classroom check accepts the correct answer and rejects typical wrong ones with a
 message that names the mistake."""
 
+import math
+
 import pytest
 import torch
 
@@ -181,3 +183,132 @@ def test_bidirectional_map_check():
     )
     rejects(checks.check_bidirectional_map, lambda x, t, s, u: x + (s - t) * u, "reshape")
     rejects(checks.check_bidirectional_map, lambda x, t, s, u: x * (s / t)[:, None] + u, "nan")
+
+
+# ---------------------------------------------------------------- notebooks 01 and 02
+
+
+def fm_velocity_form(model, x0, x1, t):
+    tb = t[:, None]
+    xt = (1 - tb) * x0 + tb * x1
+    kappa = model.coefficients(t, x0)["kappa"]
+    return ((model.velocity(xt, t) - (x1 - x0)).pow(2) / kappa**2).sum(1).mean()
+
+
+def test_fm_loss_check_accepts_both_forms_and_names_mistakes():
+    from gctm_mini.losses import fm_loss
+
+    assert checks.check_fm_loss(fm_loss)
+    assert checks.check_fm_loss(fm_velocity_form)
+    for kind, words in [
+        ("time", "time direction"),
+        ("sign", "sign"),
+        ("plain", "κ(t)²"),
+        ("coord_mean", "sum the squared error"),
+        ("c_out", "not by c_out²"),
+    ]:
+        rejects(
+            checks.check_fm_loss,
+            lambda m, a, b, t, k=kind: checks._fm_variant(m, a, b, t, k),
+            words,
+        )
+    rejects(checks.check_fm_loss, lambda *a: fm_velocity_form(*a).detach(), "gradient")
+    rejects(checks.check_fm_loss, lambda *a: fm_loss(*a).reshape(1).expand(6), "one number")
+    rejects(
+        checks.check_fm_loss,
+        lambda m, a, b, t: (m.velocity((1 - t) * a + t * b, t) - (b - a)).pow(2).sum(1).mean(),
+        "broadcast",
+    )
+
+
+def _step(loss_fn, model, ema, opt, x0, x1, t, decay, *, zero=True, ema_first=False, w=None):
+    def average():
+        with torch.no_grad():
+            for e, p in zip(ema.parameters(), model.parameters(), strict=True):
+                e.mul_(decay if w is None else w).add_(p, alpha=1 - (decay if w is None else w))
+
+    if ema_first:
+        average()
+    loss = loss_fn(model, x0, x1, t)
+    if zero:
+        opt.zero_grad()
+    loss.backward()
+    opt.step()
+    if not ema_first:
+        average()
+    return loss.item()
+
+
+def test_fm_train_step_check_accepts_the_step_and_names_mistakes():
+    assert checks.check_fm_train_step(_step)
+    rejects(checks.check_fm_train_step, lambda *a: _step(*a, zero=False), "zero")
+    rejects(checks.check_fm_train_step, lambda *a: _step(*a, ema_first=True), "after opt.step()")
+    rejects(checks.check_fm_train_step, lambda *a: _step(*a, w=0.1), "swapped")
+    rejects(checks.check_fm_train_step, lambda *a: _step(*a, w=0.0), "copy")
+    rejects(checks.check_fm_train_step, lambda *a: _step(*a, w=1.0), "did not move")
+
+    def ema_trained(loss_fn, model, ema, opt, x0, x1, t, decay):
+        loss = loss_fn(ema.requires_grad_(True), x0, x1, t)
+        loss.backward()
+        with torch.no_grad():
+            for p in ema.parameters():
+                p -= 0.01 * p.grad
+        return loss.item()
+
+    rejects(checks.check_fm_train_step, ema_trained, "only averaged")
+    rejects(checks.check_fm_train_step, lambda *a: (_step(*a), torch.zeros(2))[1], "float")
+    rejects(checks.check_fm_train_step, lambda *a: _step(*a) + 1.0, "before the step")
+
+
+def test_one_euler_step_question():
+    assert checks.check_one_euler_step(lambda: "c")
+    assert checks.check_one_euler_step(lambda: " (C) ")
+    rejects(checks.check_one_euler_step, lambda: "a", "E[X0]")
+    rejects(checks.check_one_euler_step, lambda: "e", "letters")
+
+
+def _sinkhorn(C, eps, n_iter, *, sign=1.0, use_eps=True, log_out=True, both=True):
+    n, m = C.shape
+    la = torch.full((n,), -math.log(n), dtype=C.dtype)
+    lb = torch.full((m,), -math.log(m), dtype=C.dtype)
+    K = -sign * C / (eps if use_eps else 1.0)
+    u, v = torch.zeros(n, dtype=C.dtype), torch.zeros(m, dtype=C.dtype)
+    for _ in range(n_iter):
+        u = -torch.logsumexp(K + (v + lb)[None], 1)
+        if both:
+            v = -torch.logsumexp(K + (u + la)[:, None], 0)
+    out = K + (u + la)[:, None] + (v + lb)[None]
+    return out if log_out else out.exp()
+
+
+def _sinkhorn_naive(C, eps, n_iter):
+    n, m = C.shape
+    K = torch.exp(-C / eps)
+    a, b = torch.full((n,), 1 / n, dtype=C.dtype), torch.full((m,), 1 / m, dtype=C.dtype)
+    u = torch.ones(n, dtype=C.dtype)
+    for _ in range(n_iter):
+        v = b / (K.T @ u)
+        u = a / (K @ v)
+    return torch.log(u[:, None] * K * v[None])
+
+
+def test_sinkhorn_check_accepts_log_domain_sinkhorn_and_names_mistakes():
+    from gctm_mini.couplings import sinkhorn_log
+
+    assert checks.check_sinkhorn_log(_sinkhorn)
+    assert checks.check_sinkhorn_log(
+        lambda C, e, n: sinkhorn_log(C, e, max_iter=n, tol=0, log=True)
+    )
+    rejects(checks.check_sinkhorn_log, lambda *a: _sinkhorn(*a, log_out=False), "logarithm")
+    rejects(checks.check_sinkhorn_log, lambda *a: _sinkhorn(*a).T, "rows index")
+    rejects(checks.check_sinkhorn_log, lambda *a: _sinkhorn(*a, use_eps=False), "ε is missing")
+    rejects(checks.check_sinkhorn_log, lambda *a: _sinkhorn(*a, sign=-1.0), "exp(−C/ε)")
+    rejects(checks.check_sinkhorn_log, lambda *a: _sinkhorn(*a, both=False), "columns")
+    rejects(checks.check_sinkhorn_log, _sinkhorn_naive, "logsumexp")
+
+
+def test_distinct_fraction_question():
+    assert checks.check_distinct_fraction(lambda: 1 - math.exp(-1))
+    rejects(checks.check_distinct_fraction, lambda: math.exp(-1), "never drawn")
+    rejects(checks.check_distinct_fraction, lambda: 1.0, "1 − 1/e")
+    rejects(checks.check_distinct_fraction, lambda: "most", "a number")
