@@ -8,6 +8,7 @@ Every check returns ``True`` and prints a one-line success message, or raises
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import math
 from collections.abc import Callable
@@ -656,3 +657,296 @@ def check_distinct_fraction(fn: Callable[[], float]) -> bool:
     if abs(x - math.exp(-1)) < 0.01:
         raise CheckFailed(f"{x:.3f} is the fraction never drawn; {why}")
     raise CheckFailed(f"{x:.3f} is not it: {why}")
+
+
+# ------------------------------------------------------------------ notebooks 03 and 04
+
+
+def _first_tensor(out):
+    return out[0] if isinstance(out, tuple) else out
+
+
+def check_ct_loss(fn: Callable) -> bool:
+    """``fn(model, x0, x1, grid, sigma_max, rng)`` must return the consistency-training loss of
+    :func:`gctm_mini.consistency.ct_loss` (the scalar, or ``(loss, logs)``): for the same draws
+    the same value and the same gradient, also with dropout in the network.
+
+    The loss: interval n drawn from iCT's distribution and a dropout seed (the function's first
+    lines), both points :math:`x_{t_{n+1}}, x_{t_n}` from the same pair (X0, X1), student
+    :math:`G_\\theta(x_{t_{n+1}}, t_{n+1}, 0)`, target :math:`\\mathrm{sg}\\,G_\\theta(x_{t_n}, t_n, 0)`
+    with the current weights and the student's dropout masks, weight
+    :math:`1/(\\sigma(t_{n+1}) - \\sigma(t_n))`, per-sample pseudo-Huber, batch mean.
+    """
+    from .consistency import _sigma, ct_loss, huber_c, ict_index_probs
+    from .models import build_model, mlp_spec
+    from .parameterization import CouplingMoments
+    from .randomness import Draws
+    from .timegrid import fine_grid
+
+    torch.manual_seed(0)
+    model = build_model(mlp_spec(2, 32, 2, dropout=0.3), CouplingMoments(v0=0.5))
+    g = torch.Generator().manual_seed(6)
+    x0, x1 = torch.randn(64, 2, generator=g), torch.randn(64, 2, generator=g)
+    grid = fine_grid(8, dtype=torch.float32)
+    params = list(model.parameters())
+
+    def run(f):
+        model.zero_grad(set_to_none=True)
+        loss = _first_tensor(f(model, x0, x1, grid, 80.0, Draws(torch.Generator().manual_seed(7))))
+        grads = None
+        if torch.is_tensor(loss) and loss.dim() == 0 and loss.requires_grad:
+            grads = torch.autograd.grad(loss, params, allow_unused=True)
+        return loss, grads
+
+    def same(a, b) -> bool:
+        (la, ga), (lb, gb) = a, b
+        if not (_close(la, lb, 1e-5) and ga is not None and gb is not None):
+            return False
+        return all(
+            (u is None and v is None) or (u is not None and v is not None and _close(u, v, 1e-4))
+            for u, v in zip(ga, gb, strict=True)
+        )
+
+    # stage 1: no dropout (eval mode), so every variant below is computable exactly
+    model.eval()
+    try:
+        got = run(lambda *a: fn(*a))
+    except NotImplementedError:
+        raise
+    except Exception as err:  # noqa: BLE001 - turn any crash into a diagnosis
+        raise CheckFailed(f"my_ct_loss(...) raised {type(err).__name__}: {err}") from err
+    loss = got[0]
+    if not torch.is_tensor(loss) or loss.dim() != 0:
+        raise CheckFailed(
+            "return one number (a 0-dim tensor): the batch mean of the weighted per-sample "
+            "distances"
+        )
+    if not loss.requires_grad:
+        raise CheckFailed(
+            "the loss carries no gradient: only the target goes under torch.no_grad(), the "
+            "student's jump must stay differentiable"
+        )
+    ref = run(lambda *a: ct_loss(*a[:4], a[4], rng=a[5]))
+    if not same(got, ref):
+        rng = Draws(torch.Generator().manual_seed(7))
+        n = rng.categorical(ict_index_probs(grid), x0.shape[0])
+        t_hi, t_lo = grid[n + 1], grid[n]
+        zero = torch.zeros_like(t_lo)
+        c = huber_c(x0)
+
+        def xt(t):
+            return (1 - t[:, None]) * x0 + t[:, None] * x1
+
+        lam = 1.0 / (_sigma(t_hi) - _sigma(t_lo))
+
+        def d(delta, elementwise=False):
+            if elementwise:
+                return ((delta.pow(2) + c * c).sqrt() - c).sum(1)
+            return (delta.pow(2).sum(1) + c * c).sqrt() - c
+
+        def variant(student_t, target_t, weight, *, sg=True, elementwise=False, reduce="mean"):
+            def f(*_):
+                with torch.no_grad() if sg else contextlib.nullcontext():
+                    target = model._G(xt(target_t), target_t, zero)
+                student = model._G(xt(student_t), student_t, zero)
+                per = d(student - target, elementwise)
+                w = weight if weight is not None else 1.0
+                return (w * per).mean() if reduce == "mean" else (w * per).sum()
+
+            return run(f)
+
+        diagnoses = [
+            (
+                variant(t_hi, t_lo, lam, sg=False),
+                "the target carries gradients: compute G_θ(x_{t_n}, t_n, 0) under "
+                "torch.no_grad() (stop-gradient), so that only the student is pulled",
+            ),
+            (
+                variant(t_lo, t_hi, 1.0 / (_sigma(t_hi) - _sigma(t_lo))),
+                "time direction swapped: the student jumps from the noisier point "
+                "x_{t_{n+1}} (larger t) and the target is taken at t_n",
+            ),
+            (
+                variant(t_hi, t_lo, lam, elementwise=True),
+                "element-wise: the pseudo-Huber distance takes the norm over the whole "
+                "sample, sqrt(‖Δ‖² + c²) − c, one number per sample",
+            ),
+            (
+                variant(t_hi, t_lo, None),
+                "missing weight: scale each sample by 1/(σ(t_{n+1}) − σ(t_n))",
+            ),
+            (
+                variant(t_hi, t_lo, 1.0 / (t_hi - t_lo)),
+                "wrong weight: iCT divides by the gap in σ = t/(1 − t), "
+                "1/(σ(t_{n+1}) − σ(t_n)), not by the gap in t",
+            ),
+            (
+                variant(t_hi, t_lo, _sigma(t_hi) - _sigma(t_lo)),
+                "wrong weight: divide by σ(t_{n+1}) − σ(t_n), do not multiply",
+            ),
+            (
+                variant(t_hi, t_lo, lam, reduce="sum"),
+                "average over the batch (mean), not the sum",
+            ),
+        ]
+        for v, msg in diagnoses:
+            if same(got, v):
+                raise CheckFailed(msg)
+        if _close(got[0], ref[0], 1e-5):
+            raise CheckFailed(
+                "the value is right but the gradient is not: only the target goes under "
+                "torch.no_grad(); the student pass must be differentiable"
+            )
+        raise CheckFailed(
+            "CT loss: mean over the batch of d(G_θ(x_{t_{n+1}}, t_{n+1}, 0) − "
+            "sg G_θ(x_{t_n}, t_n, 0)) / (σ(t_{n+1}) − σ(t_n)), both points from the same "
+            "(X0, X1), d the per-sample pseudo-Huber distance with c = huber_c(x0)"
+        )
+    # stage 2: with dropout both passes must see the same masks
+    model.train()
+    if not same(run(lambda *a: fn(*a)), run(lambda *a: ct_loss(*a[:4], a[4], rng=a[5]))):
+        raise CheckFailed(
+            "right without dropout, wrong with it: the student and the target must see the "
+            "same dropout masks — run both passes under the step's dropout seed (the `seed` "
+            "drawn at the top)"
+        )
+    return _ok("CT loss")
+
+
+_CT_N1 = {
+    "a": "no: with N = 1 the only interval is [0, 1], so there is no ODE step in the loss at all",
+    "c": "no: the boundary condition fixes G(x, 0, 0) = x only at t = 0; at t = 1 the "
+    "target pulls G(X1, 1, 0) towards the data, not towards X1",
+    "d": "no: under the independent coupling X1 carries no information about its partner "
+    "X0, so no function of X1 can return it",
+}
+
+
+def check_ct_n1_answer(fn: Callable[[], str]) -> bool:
+    """``fn()`` returns the letter of the right answer to notebook 03's question: what does CT
+    with N = 1 teach the one-jump map? (b: one point, the centre of the data)."""
+    ans = _call(fn, what="the answer function")
+    if not isinstance(ans, str) or ans.strip().lower() not in ("a", "b", "c", "d"):
+        raise CheckFailed(f"answer with one letter, 'a', 'b', 'c' or 'd'; got {ans!r}")
+    ans = ans.strip().lower()
+    if ans != "b":
+        raise CheckFailed(_CT_N1[ans])
+    print(
+        "With N = 1 the grid is {0, 1}: the target is G(x_0, 0, 0) = X0 itself and the student "
+        "sees x_1 = X1, independent of X0. The loss E d(G(X1, 1, 0) − X0) is smallest when "
+        "every X1 goes to the one point with the smallest mean distance to the data."
+    )
+    return _ok("CT at N = 1")
+
+
+_CTM_U = {
+    "b": "no: with u just below t the teacher takes one short step and the target is the EMA "
+    "network's own jump G_θ⁻(x_u, u, s) — bootstrapping, as in CD",
+    "c": "no: u lies in [s, t), and u = 0 is allowed only when s = 0; then it is the case u = s",
+    "d": "no: u decides how much of the target is teacher ODE (t → u) and how much network "
+    "jump (u → s)",
+}
+
+
+def check_ctm_u_answer(fn: Callable[[], str]) -> bool:
+    """``fn()`` returns the letter of the right answer to notebook 04's question: which u makes
+    CTM's target pure teacher ODE? (a: u = s)."""
+    ans = _call(fn, what="the answer function")
+    if not isinstance(ans, str) or ans.strip().lower() not in ("a", "b", "c", "d"):
+        raise CheckFailed(f"answer with one letter, 'a', 'b', 'c' or 'd'; got {ans!r}")
+    ans = ans.strip().lower()
+    if ans != "a":
+        raise CheckFailed(_CTM_U[ans])
+    print(
+        "With u = s the inner jump is G_θ⁻(x_s, s, s) = x_s exactly (the boundary condition), "
+        "so the target is the teacher's ODE solution from t to s: distillation, accurate but "
+        "a long teacher solve. As u → t it becomes the network's own jump (bootstrapping)."
+    )
+    return _ok("CTM's u")
+
+
+def check_gamma_sampler(fn: Callable) -> bool:
+    """``fn(model, x, times, gamma, noise)`` must be CTM's γ-sampler
+    (:func:`gctm_mini.sampling.gamma_sampling`): for each step jump to s' with
+    :math:`\\sigma(s') = \\sqrt{1-\\gamma^2}\\,\\sigma(t_{i+1})`, re-noise to :math:`t_{i+1}` with
+    ``z = noise(x)``; a jump that lands on t = 0 draws no noise. Same noise → same samples."""
+    from .oracle import ExactGaussianFlow
+    from .randomness import noise_like
+    from .sampling import gamma_sampling
+
+    flow = ExactGaussianFlow([0.5, -0.3], [[0.4, 0.1], [0.1, 0.3]])
+
+    class Counting:
+        def __init__(self):
+            self.calls: list[tuple[float, float]] = []
+
+        def G(self, x, t, s):
+            self.calls.append((float(t), float(s)))
+            return flow.G(x, t, s)
+
+    x = torch.randn(300, 2, generator=torch.Generator().manual_seed(8), dtype=torch.float64)
+    times = torch.tensor([1.0, 0.7, 0.4, 0.0], dtype=torch.float64)
+
+    def sig(t):
+        return t / (1 - t)
+
+    for gamma in (0.5, 0.0, 1.0):
+        model, draws = Counting(), []
+        gen = torch.Generator().manual_seed(9)
+
+        def noise(v, gen=gen, draws=draws):
+            z = noise_like(v, gen)
+            draws.append(z)
+            return z
+
+        out = _call(fn, model, x, times, gamma, noise, what=f"gamma_sampler(..., gamma={gamma})")
+        ref = gamma_sampling(flow, x, times, gamma, torch.Generator().manual_seed(9))
+        if model.calls and model.calls[0][1] > model.calls[0][0]:
+            raise CheckFailed(
+                "time direction: sampling runs from t = 1 (source) down to 0; call "
+                "model.G(x, t_i, s) with s ≤ t_i"
+            )
+        if len(model.calls) != len(times) - 1:
+            raise CheckFailed(
+                f"one jump per step: {len(times) - 1} steps make {len(times) - 1} calls of "
+                f"model.G (NFE = number of steps); you made {len(model.calls)}"
+            )
+        if not torch.is_tensor(out) or out.shape != x.shape:
+            raise CheckFailed(f"return the final state, shaped like x {tuple(x.shape)}")
+        if gamma == 0.5:
+            for (t, s), tn in zip(model.calls[:-1], times[1:-1].tolist(), strict=True):
+                want = math.sqrt(1 - gamma**2) * sig(tn) / (1 + math.sqrt(1 - gamma**2) * sig(tn))
+                if abs(s - tn) < 1e-9:
+                    raise CheckFailed(
+                        "jump past t_{i+1}: to s' with σ(s') = sqrt(1 − γ²)·σ(t_{i+1}), "
+                        "below t_{i+1}, then re-noise back up to t_{i+1}"
+                    )
+                if abs(s - math.sqrt(1 - gamma**2) * tn) < 1e-9:
+                    raise CheckFailed(
+                        "scale σ(s') = s'/(1 − s'), not s': σ(s') = sqrt(1 − γ²)·σ(t_{i+1}), "
+                        "then s' = σ(s')/(1 + σ(s'))"
+                    )
+                if abs(s - want) > 1e-6:
+                    raise CheckFailed(
+                        f"the jump from t = {t:g} should land on s' = {want:.4f} "
+                        f"(σ(s') = sqrt(1 − γ²)·σ(t_next)); you jumped to s = {s:.4f}"
+                    )
+            if model.calls[-1][1] != 0.0:
+                raise CheckFailed("the last jump lands on t = 0: call model.G(x, t, 0)")
+        if len(draws) == len(times) - 1:
+            raise CheckFailed(
+                "the jump that lands on t = 0 adds no noise: draw z only when t_{i+1} > 0 "
+                "(an extra draw shifts every later sample's noise)"
+            )
+        if _close(out, ref, 1e-6):
+            continue
+        if gamma == 0.0:
+            raise CheckFailed(
+                "γ = 0 must be deterministic jumps along the trajectory: "
+                "x ← G(x, t_i, t_{i+1}) (the re-noising adds nothing)"
+            )
+        raise CheckFailed(
+            f"γ = {gamma:g}: after the jump to s', re-noise to t_{{i+1}}: "
+            "x ← (1 − t_{i+1})·(x / (1 − s') + γ·σ(t_{i+1})·z), σ(t) = t/(1 − t)"
+        )
+    return _ok("γ-sampler")

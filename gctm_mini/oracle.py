@@ -84,6 +84,33 @@ class GaussianMixtureOracle:
         r, e0, e1 = self._posterior(x, t)
         return (r[..., None] * (e1 - e0)).sum(1)
 
+    def sample_posterior(
+        self, x: Tensor, t: Tensor | float, draws: int, generator: torch.Generator | None = None
+    ) -> Tensor:
+        r"""Draws of :math:`X_0 \mid x_t = x`, ``(B, draws, d)`` float64.
+
+        Given component k the pair is jointly Gaussian, so
+        :math:`X_0 \mid x_t = x, k \sim \mathcal N\big(E[X_0 \mid x, k],\; \Sigma_k - (1 - t)^2
+        \Sigma_k C_k^{-1} \Sigma_k\big)`, and k is drawn from the responsibilities
+        :math:`r_k(x)`. The source of the same pair is then :math:`X_1 = (x - (1 - t)X_0)/t`
+        (t > 0); at t = 1 the draws are the prior, at t = 0 the point x itself.
+        """
+        check_batch(x, (self.gmm.dim,))
+        if draws < 1:
+            raise ValueError(f"draws must be ≥ 1; got {draws}")
+        xd = x.double()
+        t = as_time(t, x.shape[0], xd)
+        r, e0, _ = self._posterior(xd, t)
+        _, C = self._components(t)
+        S = self.gmm.covs[None]
+        P = S - (1 - t)[:, None, None, None] ** 2 * S @ torch.linalg.solve(C, S)
+        lam, U = torch.linalg.eigh((P + P.transpose(-1, -2)) / 2)
+        root = U * lam.clamp_min(0).sqrt()[..., None, :]  # P = root rootᵀ, also when P = 0
+        k = torch.multinomial(r, draws, replacement=True, generator=generator)  # (B, draws)
+        b = torch.arange(x.shape[0])[:, None]
+        z = torch.randn(*k.shape, self.gmm.dim, generator=generator, dtype=torch.float64)
+        return e0[b, k] + (root[b, k] @ z[..., None]).squeeze(-1)
+
     def log_density(self, x: Tensor, t: Tensor | float) -> Tensor:
         """Log-density of the marginal :math:`p_t(x)`, ``(B,)``."""
         check_batch(x, (self.gmm.dim,))

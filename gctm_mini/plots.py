@@ -190,3 +190,81 @@ def plot_pairs(
     ax.set_xticks([])
     ax.set_yticks([])
     return ax
+
+
+SAMPLER_STYLES = {"euler": ":", "heun": "-.", "gamma": "-", "flowmap": "--"}
+"""Line style per sampler kind (:data:`gctm_mini.sampling.SAMPLERS`), so that one method's
+samplers share its colour and differ by style."""
+
+
+def plot_reports(
+    ax,
+    entries: Sequence[tuple[str, object, str, str]],
+    metric: str = "W2",
+    title: str = "",
+):
+    """Quality by NFE with error bars for several :class:`~gctm_mini.metrics.NFEReport`.
+
+    ``entries``: ``(label, report, method, sampler)`` — colour from the method
+    (:data:`METHOD_COLORS`), line style from the sampler kind (:data:`SAMPLER_STYLES`), error
+    bars the std over the report's seeds. The first report's data–data floor (mean ± std) is
+    drawn as a grey band. NFE on a log axis with the NFE values as ticks.
+    """
+    nfes: set[int] = set()
+    for label, rep, method, sampler in entries:
+        k = sorted(rep.values)
+        nfes.update(k)
+        ax.errorbar(
+            k,
+            [rep.values[i] for i in k],
+            yerr=[rep.stds[i] for i in k],
+            color=color_of(method),
+            ls=SAMPLER_STYLES.get(sampler, "-"),
+            marker="o",
+            ms=4,
+            capsize=3,
+            label=label,
+        )
+    if entries:
+        rep = entries[0][1]
+        ax.axhspan(
+            rep.floor - rep.floor_std,
+            rep.floor + rep.floor_std,
+            color="0.85",
+            label=f"data–data floor (n = {rep.n})",
+        )
+    ticks = sorted(nfes)
+    ax.set(
+        xscale="log",
+        xlabel="NFE (network evaluations)",
+        ylabel=f"{metric} (mean ± std over seeds)",
+        title=title or f"{metric} vs NFE",
+    )
+    ax.set_xticks(ticks)
+    ax.set_xticklabels([str(k) for k in ticks])
+    ax.minorticks_off()
+    ax.legend(fontsize=7)
+    return ax
+
+
+def plot_band(
+    ax,
+    steps: Sequence[float],
+    runs: Sequence[Sequence[float]],
+    label: str,
+    color: str = "#1f77b4",
+    ls: str = "-",
+):
+    """Mean over runs (one list per run, all at ``steps``) as a line, ± std as a band."""
+    a = np.asarray(runs, dtype=float)
+    m, s = a.mean(0), a.std(0)
+    ax.plot(steps, m, color=color, ls=ls, label=label)
+    ax.fill_between(steps, m - s, m + s, color=color, alpha=0.2, lw=0)
+    return ax
+
+
+def mark_steps(ax, steps: Sequence[float], label: str = "", color: str = "0.4"):
+    """Vertical dotted lines at ``steps`` (e.g. where the curriculum doubles N)."""
+    for k, x in enumerate(steps):
+        ax.axvline(x, color=color, ls=":", lw=1, label=label if k == 0 and label else None)
+    return ax

@@ -312,3 +312,139 @@ def test_distinct_fraction_question():
     rejects(checks.check_distinct_fraction, lambda: math.exp(-1), "never drawn")
     rejects(checks.check_distinct_fraction, lambda: 1.0, "1 − 1/e")
     rejects(checks.check_distinct_fraction, lambda: "most", "a number")
+
+
+# ------------------------------------------------------------------ notebooks 03 and 04
+
+
+def _masks(rng, model, seed):
+    """Both passes under one dropout seed (the package's rule)."""
+    from gctm_mini import consistency
+
+    if hasattr(rng, "dropout"):
+        return rng.dropout(model, seed)
+    return consistency.same_randomness(seed)
+
+
+def ct(
+    model,
+    x0,
+    x1,
+    grid,
+    sigma_max,
+    rng,
+    *,
+    sg=True,
+    swap=False,
+    weight="sigma",
+    elementwise=False,
+    shared_masks=True,
+    reduce="mean",
+):
+    """A CT loss with one knob per typical mistake (defaults: the right loss)."""
+    import contextlib
+
+    from gctm_mini.consistency import _sigma, huber_c, ict_index_probs
+
+    n = rng.categorical(ict_index_probs(grid), x0.shape[0])
+    t_hi, t_lo = grid[n + 1], grid[n]
+    seed = rng.seed()
+    if swap:
+        t_hi, t_lo = t_lo, t_hi
+    zero = torch.zeros_like(t_lo)
+
+    def masks():
+        return _masks(rng, model, seed) if shared_masks else contextlib.nullcontext()
+
+    with masks(), torch.no_grad() if sg else contextlib.nullcontext():
+        target = model._G((1 - t_lo[:, None]) * x0 + t_lo[:, None] * x1, t_lo, zero)
+    with masks():
+        student = model._G((1 - t_hi[:, None]) * x0 + t_hi[:, None] * x1, t_hi, zero)
+    delta, c = student - target, huber_c(x0)
+    if elementwise:
+        d = ((delta.pow(2) + c * c).sqrt() - c).sum(1)
+    else:
+        d = (delta.pow(2).sum(1) + c * c).sqrt() - c
+    gap = _sigma(grid[n + 1], sigma_max) - _sigma(grid[n], sigma_max)
+    w = {"sigma": 1 / gap, "none": 1.0, "t": 1 / (grid[n + 1] - grid[n]), "times": gap}[weight]
+    return (w * d).mean() if reduce == "mean" else (w * d).sum()
+
+
+def test_ct_loss_check_accepts_the_loss_and_names_each_typical_mistake():
+    from gctm_mini.consistency import ct_loss
+
+    assert checks.check_ct_loss(lambda m, x0, x1, g, smax, rng: ct_loss(m, x0, x1, g, smax, rng))
+    assert checks.check_ct_loss(ct)
+    with_knob = lambda **kw: lambda *a: ct(*a, **kw)  # noqa: E731
+    rejects(checks.check_ct_loss, with_knob(sg=False), "no_grad", "stop-gradient")
+    rejects(checks.check_ct_loss, with_knob(swap=True), "time direction")
+    rejects(checks.check_ct_loss, with_knob(elementwise=True), "element-wise")
+    rejects(checks.check_ct_loss, with_knob(weight="none"), "missing weight")
+    rejects(checks.check_ct_loss, with_knob(weight="t"), "gap in σ")
+    rejects(checks.check_ct_loss, with_knob(weight="times"), "do not multiply")
+    rejects(checks.check_ct_loss, with_knob(reduce="sum"), "mean")
+    rejects(checks.check_ct_loss, with_knob(shared_masks=False), "same dropout masks")
+    rejects(checks.check_ct_loss, lambda *a: ct(*a).detach(), "no gradient")
+    rejects(checks.check_ct_loss, lambda *a: ct(*a).reshape(1), "one number")
+    rejects(checks.check_ct_loss, lambda *a: 2 * ct(*a), "CT loss:")
+
+
+def test_multiple_choice_checks_accept_the_answer_and_explain_the_others():
+    assert checks.check_ct_n1_answer(lambda: "b")
+    assert checks.check_ct_n1_answer(lambda: " B ")
+    rejects(checks.check_ct_n1_answer, lambda: "d", "independent coupling")
+    rejects(checks.check_ct_n1_answer, lambda: "e", "one letter")
+    rejects(checks.check_ct_n1_answer, lambda: 2, "one letter")
+    assert checks.check_ctm_u_answer(lambda: "a")
+    rejects(checks.check_ctm_u_answer, lambda: "b", "bootstrapping")
+    with pytest.raises(NotImplementedError):
+        checks.check_ctm_u_answer(lambda: (_ for _ in ()).throw(NotImplementedError()))
+
+
+def gamma(model, x, times, g, noise, *, last_noise=False, linear_s=False, no_jump_past=False):
+    """γ-sampling with one knob per typical mistake (defaults: the right sampler)."""
+    times = [float(t) for t in times]
+    for t, tn in zip(times[:-1], times[1:], strict=True):
+        sig_n = tn / (1 - tn)
+        s = (1 - g**2) ** 0.5 * sig_n
+        s = s / (1 + s)
+        if linear_s:
+            s = (1 - g**2) ** 0.5 * tn
+        if no_jump_past:
+            s = tn
+        if tn == 0.0 and not last_noise:
+            x = model.G(x, t, 0.0)
+            continue
+        x = model.G(x, t, s)
+        x = (1 - tn) * (x / (1 - s) + g * sig_n * noise(x))
+    return x
+
+
+def test_gamma_sampler_check_accepts_the_sampler_and_names_each_typical_mistake():
+    assert checks.check_gamma_sampler(gamma)
+    rejects(checks.check_gamma_sampler, lambda *a: gamma(*a, last_noise=True), "no noise")
+    rejects(checks.check_gamma_sampler, lambda *a: gamma(*a, linear_s=True), "σ(s') = s'/(1 − s')")
+    rejects(checks.check_gamma_sampler, lambda *a: gamma(*a, no_jump_past=True), "jump past")
+
+    def backwards(model, x, times, g, noise):
+        return model.G(x, 0.0, 1.0)
+
+    rejects(checks.check_gamma_sampler, backwards, "direction")
+
+    def one_jump(model, x, times, g, noise):
+        return model.G(x, 1.0, 0.0)
+
+    rejects(checks.check_gamma_sampler, one_jump, "one jump per step")
+
+    def no_rescale(model, x, times, g, noise):
+        times = [float(t) for t in times]
+        for t, tn in zip(times[:-1], times[1:], strict=True):
+            sig_n = tn / (1 - tn) if tn > 0 else 0.0
+            s = (1 - g**2) ** 0.5 * sig_n
+            s = s / (1 + s)
+            x = model.G(x, t, s)
+            if tn > 0:
+                x = x + g * sig_n * noise(x)
+        return x
+
+    rejects(checks.check_gamma_sampler, no_rescale, "re-noise")

@@ -101,3 +101,32 @@ def test_oracle_rejects_non_mixture_and_bad_input():
         oracle.velocity(torch.full((3, 2), float("nan")), 0.5)
     with pytest.raises(ValueError):
         oracle.flow_map(torch.randn(3, 2), 1.2, 0.0)
+
+
+def test_posterior_draws_have_the_closed_form_moments_of_one_gaussian():
+    # X0 | x_t = x ~ N(μ + (1 − t)Σ C⁻¹(x − (1 − t)μ), Σ − (1 − t)²Σ C⁻¹Σ), C = (1 − t)²Σ + t²I
+    oracle = GaussianMixtureOracle(single_gaussian())
+    x = torch.tensor([[0.3, -1.0], [1.5, 0.2]], dtype=torch.float64)
+    g = torch.Generator().manual_seed(3)
+    for t in (0.2, 0.6, 1.0):
+        C = (1 - t) ** 2 * SIGMA + t**2 * torch.eye(2, dtype=torch.float64)
+        mean = MU + (1 - t) * (SIGMA @ torch.linalg.solve(C, (x - (1 - t) * MU).T)).T
+        cov = SIGMA - (1 - t) ** 2 * SIGMA @ torch.linalg.solve(C, SIGMA)
+        draws = oracle.sample_posterior(x, t, 200_000, g)
+        assert draws.shape == (2, 200_000, 2)
+        for b in range(2):
+            assert torch.allclose(draws[b].mean(0), mean[b], atol=0.01), t
+            assert torch.allclose(torch.cov(draws[b].T), cov, atol=0.01), t
+
+
+def test_posterior_draws_of_a_mixture_average_to_the_posterior_mean_and_are_exact_at_t0():
+    oracle = GaussianMixtureOracle(make_dataset("gmm"))
+    g = torch.Generator().manual_seed(4)
+    x = torch.tensor([[0.0, 0.5], [-1.0, 0.0], [1.0, 1.5]], dtype=torch.float64)
+    draws = oracle.sample_posterior(x, 0.5, 100_000, g)
+    assert torch.allclose(draws.mean(1), oracle.posterior_mean(x, 0.5), atol=0.01)
+    assert torch.allclose(
+        oracle.sample_posterior(x, 0.0, 3, g), x[:, None].expand(3, 3, 2), atol=1e-12
+    )
+    with pytest.raises(ValueError, match="draws"):
+        oracle.sample_posterior(x, 0.5, 0)
