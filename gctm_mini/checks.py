@@ -9,6 +9,7 @@ Every check returns ``True`` and prints a one-line success message, or raises
 from __future__ import annotations
 
 import contextlib
+import functools
 import itertools
 import math
 from collections.abc import Callable
@@ -950,3 +951,449 @@ def check_gamma_sampler(fn: Callable) -> bool:
             "x ← (1 − t_{i+1})·(x / (1 − s') + γ·σ(t_{i+1})·z), σ(t) = t/(1 − t)"
         )
     return _ok("γ-sampler")
+
+
+# ------------------------------------------------------------------ notebook 05: the GCTM loss
+
+
+def _masks(model, rng, seed: int):
+    """The dropout masks of one training pass, keyed by ``seed`` (same seed → same masks)."""
+    if hasattr(rng, "dropout"):
+        return rng.dropout(model, seed)
+    from .consistency import same_randomness
+
+    return same_randomness(seed)
+
+
+def gctm_pieces(fm_times: str = "uniform") -> dict[str, Callable]:
+    """The given pieces of the GCTM-loss exercise, as the package computes them:
+
+    * ``draw(grid, batch, rng) -> (t_idx, s_idx, u_idx)`` — :func:`~gctm_mini.timegrid.draw_tsu`;
+    * ``solve(v, x, grid, start_idx, end_idx)`` — Heun along the grid
+      (:func:`~gctm_mini.solvers.integrate_per_sample`);
+    * ``fm(model, x0, x1, rng, seed)`` — the FM term with times from ``rng`` (``fm_times``)
+      and its own dropout masks (``seed + 1``), as :func:`~gctm_mini.consistency.gctm_loss`
+      draws them after the consistency term.
+    """
+    from .losses import fm_loss, sample_fm_times
+    from .solvers import integrate_per_sample
+    from .timegrid import draw_tsu
+
+    def fm(model, x0, x1, rng, seed):
+        t = sample_fm_times(x0.shape[0], fm_times, x0.device, rng)
+        with _masks(model, rng, seed + 1) if hasattr(rng, "dropout") else _nullcontext():
+            return fm_loss(model, x0, x1, t)
+
+    return {
+        "draw": lambda grid, batch, rng: draw_tsu(grid, batch, rng),
+        "solve": lambda v, x, grid, i, j: integrate_per_sample(v, x, grid, i, j, "heun"),
+        "fm": fm,
+    }
+
+
+def _nullcontext():
+    import contextlib
+
+    return contextlib.nullcontext()
+
+
+def _gctm_variant(model, ema, x0, x1, grid, rng, lam, pieces, mistake: str | None = None):
+    """GCTM's loss with one typical ``mistake`` built in (``None``: the correct loss)."""
+    from .consistency import huber_c
+
+    draw, solve, fm = pieces["draw"], pieces["solve"], pieces["fm"]
+    t_idx, s_idx, u_idx = draw(grid, x0.shape[0], rng)
+    t, s, u = grid[t_idx], grid[s_idx], grid[u_idx]
+    tb = t.reshape(-1, *([1] * (x0.dim() - 1)))
+    xt = (1 - tb) * x1 + tb * x0 if mistake == "interpolant" else (1 - tb) * x0 + tb * x1
+    teacher = model if mistake == "model_ode" else ema
+    start, end = (u_idx, t_idx) if mistake == "solve_backwards" else (t_idx, u_idx)
+    with torch.no_grad():
+        xu = solve(teacher._velocity, xt, grid, start, end)
+    seed = rng.seed()
+    jumper = ema if mistake == "ema_target" else model
+    with _masks(model, rng, seed), torch.set_grad_enabled(mistake == "target_grad"):
+        target = jumper._G(xu, u, s)
+    with _masks(model, rng, seed):
+        student = model._G(xt, t, s)
+    c_out = model.coefficients(t, x0)["c_out"]
+    ratio = (1 - s / t).reshape(tb.shape)
+    w = {
+        "unweighted": torch.ones_like(c_out),
+        "c_out_only": c_out,
+        "ratio_only": ratio,
+        "w_squared": (c_out * ratio) ** 2,
+        "times_w": 1 / (c_out * ratio),
+    }.get(mistake, c_out * ratio)
+    delta, c = (student - target) / w, huber_c(x0)
+    if mistake == "elementwise_mean":
+        cons = ((delta.pow(2) + c * c).sqrt() - c).mean()
+    elif mistake == "elementwise_sum":
+        cons = ((delta.pow(2) + c * c).sqrt() - c).flatten(1).sum(1).mean()
+    elif mistake == "squared":
+        cons = delta.flatten(1).pow(2).sum(1).mean()
+    else:
+        cons = ((delta.flatten(1).pow(2).sum(1) + c * c).sqrt() - c).mean()
+    l_fm = fm(model, x0, x1, rng, seed)
+    if mistake == "no_fm":
+        return lam * cons
+    if mistake == "lam_on_fm":
+        return cons + lam * l_fm
+    return lam * cons + l_fm
+
+
+_GCTM_MISTAKES = {
+    "interpolant": "time direction: x_t = (1 − t)·X0 + t·X1 puts the data X0 at t = 0 and the "
+    "source X1 at t = 1; you swapped them",
+    "solve_backwards": "time direction: the ODE runs from t down to u (start at t_idx, end at "
+    "u_idx), not from u up to t",
+    "model_ode": "the ODE from t to u must use the EMA model's velocity (ema._velocity): in "
+    "GCTM the EMA is the teacher that solves the ODE",
+    "ema_target": "the target jump u → s must use the current weights (model._G under "
+    "torch.no_grad(), a stop-gradient), not the EMA: in GCTM the EMA is the ODE teacher, "
+    "not the target network",
+    "elementwise_mean": "element-wise pseudo-Huber: the distance takes the norm over the whole "
+    "sample, sqrt(‖Δ/w‖² + c²) − c, one number per sample, then the batch mean",
+    "elementwise_sum": "element-wise pseudo-Huber summed over coordinates: take the norm over "
+    "the whole sample first, sqrt(‖Δ/w‖² + c²) − c",
+    "squared": "that is the squared norm; GCTM's distance is pseudo-Huber, "
+    "sqrt(‖Δ/w‖² + c²) − c with c = 0.00054·√d",
+    "unweighted": "missing weight: divide the residual by w = c_out(t)·(1 − s/t) before "
+    "taking the distance",
+    "c_out_only": "the weight is w = c_out(t)·(1 − s/t); the factor (1 − s/t) is missing",
+    "ratio_only": "the weight is w = c_out(t)·(1 − s/t); the factor c_out(t) is missing",
+    "w_squared": "divide the residual by w = c_out(t)·(1 − s/t) once, not by w²",
+    "times_w": "divide the residual by w = c_out(t)·(1 − s/t); you multiplied by it",
+    "no_fm": "the FM term is missing: L = λ·L_GCTM + L_FM (it keeps the EMA velocity, the "
+    "teacher, accurate)",
+    "lam_on_fm": "λ multiplies the consistency term: L = λ·L_GCTM + L_FM",
+}
+
+
+def check_gctm_loss(fn: Callable) -> bool:
+    """``fn(model, ema, x0, x1, grid, rng, lam, draw=…, solve=…, fm=…)`` must return GCTM's loss
+    exactly as :func:`~gctm_mini.consistency.gctm_loss` computes it from the same ``rng``
+    (a :class:`~gctm_mini.randomness.Draws`), given the pieces of :func:`gctm_pieces`:
+
+    .. math::
+        \\lambda\\,E\\,d\\Big(\\frac{G_\\theta(x_t, t, s) - \\mathrm{sg}\\,G_\\theta(x_u, u, s)}
+        {c_\\text{out}(t)(1 - s/t)}\\Big) + L_\\text{FM}, \\quad
+        x_u = \\mathrm{Heun}_{v_\\text{ema}}(x_t, t \\to u).
+
+    The value must agree (up to float rounding), the gradients into the weights too, no
+    gradient may reach the EMA, and the dropout masks of the student and the target must
+    agree.
+    """
+    from .consistency import gctm_loss
+    from .models import build_model, mlp_spec
+    from .parameterization import CouplingMoments
+    from .randomness import Draws
+    from .timegrid import fine_grid
+
+    pieces = gctm_pieces("uniform")
+    g0 = torch.Generator().manual_seed(7)
+    x0 = 0.8 * torch.randn(48, 2, generator=g0) + 0.3
+    x1 = torch.randn(48, 2, generator=g0)
+
+    def nets(dropout: float):
+        torch.manual_seed(1234)  # any pass on torch's global RNG sees the same numbers
+        out = []
+        for k in range(2):
+            m = build_model(mlp_spec(2, 32, 2, dropout=dropout), CouplingMoments(0.6, 1.0, 0.1))
+            gk = torch.Generator().manual_seed(11 + k)
+            with torch.no_grad():
+                for p in m.parameters():
+                    p.copy_(0.3 * torch.randn(p.shape, generator=gk))
+            out.append(m.train())
+        out[1].requires_grad_(True)  # a gradient leaking into the ODE solve shows up here
+        return out
+
+    def student(grid, seed, lam, dropout):
+        model, ema = nets(dropout)
+        rng = Draws(torch.Generator().manual_seed(seed))
+        loss = _call(
+            functools.partial(fn, **pieces),
+            model,
+            ema,
+            x0,
+            x1,
+            grid,
+            rng,
+            lam,
+            what="gctm_loss(model, ema, x0, x1, grid, rng, lam, draw=…, solve=…, fm=…)",
+        )
+        return loss, model, ema
+
+    def reference(grid, seed, lam, dropout, mistake=None, package=True):
+        model, ema = nets(dropout)
+        rng = Draws(torch.Generator().manual_seed(seed))
+        if package and mistake is None:
+            loss, _ = gctm_loss(model, ema, x0, x1, grid, lam=lam, fm_times="uniform", rng=rng)
+        else:
+            loss = _gctm_variant(model, ema, x0, x1, grid, rng, lam, pieces, mistake)
+        return loss, model
+
+    def grads(model):
+        return [p.grad if p.grad is not None else torch.zeros_like(p) for p in model.parameters()]
+
+    with torch.random.fork_rng():
+        grid = fine_grid(8, dtype=torch.float32)
+        out, model, ema = student(grid, 0, 1.0, 0.0)
+        if not torch.is_tensor(out):
+            raise CheckFailed(f"return the loss as a scalar tensor; got {type(out).__name__}")
+        if out.dim() != 0:
+            raise CheckFailed(
+                f"return one scalar (the batch mean of the per-sample distances plus the FM "
+                f"term); got shape {tuple(out.shape)}"
+            )
+        if not bool(torch.isfinite(out)):
+            raise CheckFailed(
+                "the loss is NaN/inf: a 0/0 — s/t at t = s = 0, or dividing by a weight that "
+                "is 0 there. Use the given draw (it keeps t > u ≥ s and t > 0), compute jumps "
+                "with model._G (which defines G(x, t, t) = x) and w = c_out(t)·(1 − s/t) only "
+                "at the drawn times"
+            )
+        if not out.requires_grad:
+            raise CheckFailed(
+                "no gradient reaches the weights: only the target (and the ODE solve) go "
+                "under torch.no_grad(); the student jump G_θ(x_t, t, s) and the FM term "
+                "must carry gradients"
+            )
+        ref, ref_model = reference(grid, 0, 1.0, 0.0)
+        if not _close(out.detach(), ref.detach(), 1e-4):
+            for mistake, why in _GCTM_MISTAKES.items():
+                if mistake == "lam_on_fm":
+                    continue
+                with torch.no_grad():
+                    alt, _ = reference(grid, 0, 1.0, 0.0, mistake)
+                if _close(out.detach(), alt, 1e-4):
+                    raise CheckFailed(why)
+            raise CheckFailed(
+                f"the loss is {float(out):.6f}, GCTM's is {float(ref):.6f} for the same draws: "
+                "draw in the package's order (times with draw, the Heun solve t → u, "
+                "seed = rng.seed(), target and student under that seed's masks, then the FM "
+                "term fm(model, x0, x1, rng, seed)) and check each piece against the equation"
+            )
+        out.backward()
+        ref.backward()
+        if any(bool(p.grad is not None and p.grad.abs().max() > 0) for p in ema.parameters()):
+            raise CheckFailed(
+                "gradients flow through the ODE solve into the EMA model: solve t → u under "
+                "torch.no_grad() (the teacher is not trained by this loss)"
+            )
+        if not all(_close(a, b, 1e-4) for a, b in zip(grads(model), grads(ref_model), strict=True)):
+            alt, alt_model = reference(grid, 0, 1.0, 0.0, "target_grad")
+            alt.backward()
+            if all(_close(a, b, 1e-4) for a, b in zip(grads(model), grads(alt_model), strict=True)):
+                raise CheckFailed(
+                    "the target carries gradients: compute sg G_θ(x_u, u, s) under "
+                    "torch.no_grad() (stop-gradient) so that only the student jump is trained"
+                )
+            raise CheckFailed("the value is right but the gradients into the weights are not")
+        for lam in (2.5, 0.4):
+            out, _, _ = student(grid, 1, lam, 0.0)
+            ref, _ = reference(grid, 1, lam, 0.0)
+            if not _close(out.detach(), ref.detach(), 1e-4):
+                with torch.no_grad():
+                    alt, _ = reference(grid, 1, lam, 0.0, "lam_on_fm")
+                if _close(out.detach(), alt, 1e-4):
+                    raise CheckFailed(_GCTM_MISTAKES["lam_on_fm"])
+                raise CheckFailed(f"with λ = {lam} the loss is wrong: L = λ·L_GCTM + L_FM")
+        out, _, _ = student(grid, 2, 1.0, 0.3)
+        ref, _ = reference(grid, 2, 1.0, 0.3)
+        if not _close(out.detach(), ref.detach(), 1e-4):
+            raise CheckFailed(
+                "with dropout in the network the loss differs: the student and the target "
+                "must see the same dropout masks — draw seed = rng.seed() once and run both "
+                "passes under that seed's masks"
+            )
+        grid16 = fine_grid(16, dtype=torch.float32)
+        out, _, _ = student(grid16, 3, 1.0, 0.0)
+        ref, _ = reference(grid16, 3, 1.0, 0.0)
+        if not _close(out.detach(), ref.detach(), 1e-4):
+            raise CheckFailed("right on an 8-interval grid but wrong on a 16-interval one")
+    return _ok("GCTM loss")
+
+
+def _explained_choice(answer, options: dict[str, str], right: str, why: str, name: str) -> bool:
+    """A letter answer whose ``options`` map each wrong letter to why it is wrong."""
+    ans = str(answer).strip().strip("()").lower()
+    if ans not in options:
+        letters = ", ".join(options)
+        raise CheckFailed(f"answer with one letter ({letters}); got {answer!r}")
+    if ans != right:
+        raise CheckFailed(f"not ({ans}): {options[ans]} — the answer is ({right}): {why}")
+    return _ok(name)
+
+
+def check_gctm_u_equals_s(answer: str) -> bool:
+    """Multiple choice (notebook 05): when the draw gives u = s, what does GCTM's target become?
+
+    (a) x_t itself; (b) the EMA's Heun solution of the ODE from t to s; (c) the current
+    model's jump from u to 0; (d) zero. Right: (b).
+    """
+    options = {
+        "a": "x_t is where the student starts, not where the target ends",
+        "b": "",
+        "c": "the target jumps to s, and with u = s that jump has length zero",
+        "d": "the target is a point in data space, not a residual",
+    }
+    why = (
+        "G(x, s, s) = x, so the target is sg G_θ(x_s, s, s) = x_s, the EMA velocity's Heun "
+        "solution from t down to s; the loss then regresses the jump G_θ(x_t, t, s) on the "
+        "model's own ODE solution (distillation from the EMA teacher, with no second jump)"
+    )
+    return _explained_choice(answer, options, "b", why, "u = s")
+
+
+def check_gctm_weight_question(answer: str) -> bool:
+    """Multiple choice (notebook 05): without GCTM's weight, which (t, s) pairs does training
+    nearly ignore? Right: (b) short jumps s → t and small t, where w = c_out(t)(1 − s/t) → 0."""
+    options = {
+        "a": "long jumps from t ≈ 1 to s = 0 have w of order c_out(1), the largest weights",
+        "b": "",
+        "c": "w changes from sample to sample, so it is not a constant factor",
+        "d": "u only moves the target along the trajectory; w does not depend on u",
+    }
+    why = (
+        "the network's output enters G(x, t, s) scaled by w = c_out(t)(1 − s/t), so the "
+        "residual and its gradient shrink with w: short jumps (s → t) and small t, where "
+        "w → 0, would contribute almost nothing"
+    )
+    return _explained_choice(answer, options, "b", why, "the weight c_out(t)(1 − s/t)")
+
+
+# ------------------------------------------------------------------ notebook 06: BCM inversion
+
+
+def _bcm_invert_variant(model, x0, k, t_start, generator, mistake=None):
+    """BCM inversion with one typical ``mistake`` built in (``None``: the correct one)."""
+    from .randomness import noise_like
+    from .timegrid import edm_times
+
+    if mistake == "uniform_grid":
+        times = torch.linspace(t_start, 1.0, k + 1)
+    elif mistake == "from_zero":
+        times = edm_times(k, 0.0, model.sigma_max)
+    else:
+        times = edm_times(k, t_start, model.sigma_max)
+    if mistake == "one_jump":
+        times = times[[0, -1]]
+    z = noise_like(x0, generator)
+    t0 = float(times[0]) if mistake != "from_zero" else t_start
+    x = {
+        "no_noise": x0,
+        "added_noise": x0 + t0 * z,
+        "unit_noise": (1 - t0) * x0 + z,
+    }.get(mistake, (1 - t0) * x0 + t0 * z)
+    for i in range(len(times) - 1):
+        x = model.G(x, float(times[i]), float(times[i + 1]))
+    return x
+
+
+_INVERT_MISTAKES = {
+    "no_noise": "start from the slightly noised point (1 − t0)·x0 + t0·z (z from the "
+    "generator), as BCM does, not from x0 itself",
+    "added_noise": "the noised point lies on the path: (1 − t0)·x0 + t0·z, not x0 + t0·z",
+    "unit_noise": "scale the noise by t0: (1 − t0)·x0 + t0·z",
+    "uniform_grid": "the k jumps follow the EDM ρ-grid from t0 to 1 "
+    "(gm.timegrid.edm_times(k, t_start, model.sigma_max)), not a uniform grid",
+    "from_zero": "the jumps start at t0 = t_start, where the noised point lives, not at t = 0",
+    "one_jump": "make k jumps, one per interval of the grid, not one jump from t0 to 1",
+}
+
+
+def check_bcm_invert(fn: Callable) -> bool:
+    """``fn(model, x0, k, t_start, generator)`` must invert data to the source as
+    :func:`~gctm_mini.sampling.bcm_invert` does: noise to
+    :math:`x = (1 - t_0)X_0 + t_0 z` (z drawn once with ``generator``), then k jumps
+    :math:`x \\leftarrow G(x, t_i, t_{i+1})` forward in time along the EDM ρ-grid
+    ``edm_times(k, t_start, model.sigma_max)``, ending at t = 1."""
+    from .models import build_model, mlp_spec
+    from .parameterization import CouplingMoments
+    from .sampling import bcm_invert
+
+    with torch.random.fork_rng():
+        model = build_model(mlp_spec(2, 16, 2, bidirectional=True), CouplingMoments(0.5, 1.0))
+        gm_ = torch.Generator().manual_seed(21)
+        with torch.no_grad():
+            for p in model.parameters():
+                p.copy_(0.3 * torch.randn(p.shape, generator=gm_))
+        model.eval()
+        x0 = 0.7 * torch.randn(24, 2, generator=torch.Generator().manual_seed(22))
+        calls: list[tuple[float, float]] = []
+        public_G = model.G
+
+        def recording_G(x, t, s):
+            calls.append(
+                (float(torch.as_tensor(t).flatten()[0]), float(torch.as_tensor(s).flatten()[0]))
+            )
+            return public_G(x, t, s)
+
+        for k, t_start in ((1, 0.02), (2, 0.02), (4, 0.05)):
+            calls.clear()
+            model.G = recording_G
+            try:
+                out = _call(
+                    fn,
+                    model,
+                    x0,
+                    k,
+                    t_start,
+                    torch.Generator().manual_seed(5),
+                    what=f"invert(model, x0, k={k}, t_start={t_start}, generator)",
+                )
+                again = fn(model, x0, k, t_start, torch.Generator().manual_seed(5))
+            finally:
+                del model.G
+            ref = bcm_invert(model, x0, k, t_start, torch.Generator().manual_seed(5))
+            if not torch.is_tensor(out) or out.shape != x0.shape:
+                raise CheckFailed(f"return the latents shaped like x0 {tuple(x0.shape)}")
+            if not bool(torch.isfinite(out).all()):
+                raise CheckFailed("NaN/inf in the latents")
+            if calls and any(s < t for t, s in calls):
+                raise CheckFailed(
+                    "time direction: inversion runs forward in time, from the data end t0 "
+                    "to the source t = 1 — every jump G(x, t, s) needs s > t"
+                )
+            if calls and calls[-1][1] != 1.0:
+                raise CheckFailed(
+                    f"the last jump must land on t = 1 (the source); it lands on {calls[-1][1]:g}"
+                )
+            if not torch.equal(out, again):
+                raise CheckFailed(
+                    "two calls with equally seeded generators differ: draw the noise z with "
+                    "the given generator (e.g. gm.randomness.noise_like(x0, generator))"
+                )
+            if _close(out, ref, 1e-5):
+                continue
+            for mistake, why in _INVERT_MISTAKES.items():
+                alt = _bcm_invert_variant(
+                    model, x0, k, t_start, torch.Generator().manual_seed(5), mistake
+                )
+                if _close(out, alt, 1e-5):
+                    raise CheckFailed(why)
+            raise CheckFailed(
+                f"with k = {k} jumps and t_start = {t_start} the latents differ from BCM's "
+                "inversion: noise once with the generator, then jump along "
+                "edm_times(k, t_start, model.sigma_max)"
+            )
+    return _ok("BCM inversion")
+
+
+def check_bcm_latent_question(answer: str) -> bool:
+    """Multiple choice (notebook 06): if G were the exact flow map, how would the inverted
+    latents be distributed? Right: (c) exactly N(0, I)."""
+    options = {
+        "a": "an exact flow map moves every point all the way to t = 1, the source",
+        "b": "the noise at t0 is what makes the start an exact sample of the marginal at t0",
+        "c": "",
+        "d": "an exact flow map composes: k exact jumps equal one exact jump",
+    }
+    why = (
+        "the slightly noised point (1 − t0)X0 + t0·z is an exact sample of the marginal p_t0, "
+        "and an exact flow map carries p_t0 to p_1, the source N(0, I), whatever the number "
+        "of jumps; so the distance of the latents to N(0, I), read against the floor between "
+        "two N(0, I) samples, measures the model's error"
+    )
+    return _explained_choice(answer, options, "c", why, "latents of an exact flow map")

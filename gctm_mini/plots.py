@@ -268,3 +268,23 @@ def mark_steps(ax, steps: Sequence[float], label: str = "", color: str = "0.4"):
     for k, x in enumerate(steps):
         ax.axvline(x, color=color, ls=":", lw=1, label=label if k == 0 and label else None)
     return ax
+
+
+def plot_normal_qq(ax, z: Tensor, title: str = "", labels: Sequence[str] | None = None):
+    """Normal Q-Q plot: the sorted coordinates of ``z: (n, d)`` against N(0, 1) quantiles
+    :math:`\\Phi^{-1}((i - 1/2)/n)`, one line style per coordinate, with the line y = x that
+    N(0, 1) samples follow (e.g. latents from BCM's inversion, which should be N(0, I))."""
+    p = torch.as_tensor(_np(z), dtype=torch.float64)
+    if p.dim() != 2 or p.shape[0] < 2:
+        raise ValueError(f"z must have shape (n, d) with n ≥ 2; got {tuple(p.shape)}")
+    n = p.shape[0]
+    q = torch.special.ndtri((torch.arange(1, n + 1, dtype=torch.float64) - 0.5) / n)
+    styles = ["-", "--", ":", "-."]
+    for k in range(p.shape[1]):
+        label = labels[k] if labels is not None else f"coordinate {k + 1}"
+        ax.plot(q, p[:, k].sort().values, styles[k % 4], color=color_of("bcm"), lw=1.4, label=label)
+    lim = float(max(q.abs().max(), p.abs().max()))
+    ax.plot([-lim, lim], [-lim, lim], color="k", lw=0.8, label="N(0, 1)")
+    ax.set(xlabel="N(0, 1) quantile", ylabel="sample quantile", title=title, aspect="equal")
+    ax.legend(fontsize=8)
+    return ax

@@ -448,3 +448,134 @@ def test_gamma_sampler_check_accepts_the_sampler_and_names_each_typical_mistake(
         return x
 
     rejects(checks.check_gamma_sampler, no_rescale, "re-noise")
+
+
+def gctm_loss_answer(model, ema, x0, x1, grid, rng, lam=1.0, *, draw, solve, fm, mistake=None):
+    """A student's GCTM loss: right, or with one typical mistake."""
+    from gctm_mini.checks import _masks
+
+    t_idx, s_idx, u_idx = draw(grid, x0.shape[0], rng)
+    t, s, u = grid[t_idx], grid[s_idx], grid[u_idx]
+    tb = t[:, None]
+    xt = (1 - tb) * x0 + tb * x1
+    grad_ode = torch.enable_grad() if mistake == "ode_grad" else torch.no_grad()
+    with grad_ode:
+        xu = solve(ema._velocity, xt, grid, t_idx, u_idx)
+    seed = rng.seed()
+    grad_target = torch.enable_grad() if mistake in ("target_grad", "ode_grad") else torch.no_grad()
+    with _masks(model, rng, seed), grad_target:
+        target = model._G(xu, u, s)
+    with _masks(model, rng, seed + (mistake == "masks")):
+        student = model._G(xt, t, s)
+    w = model.coefficients(t, x0)["c_out"] * (1 - s / t)[:, None]
+    c = 0.00054 * 2**0.5
+    if mistake == "reference_form":  # (sqrt(‖Δ‖² + (cw)²) − cw) / w, the same distance
+        w1 = w[:, 0]
+        d = ((student - target).pow(2).sum(1) + (c * w1) ** 2).sqrt() - c * w1
+        cons = (d / w1).mean()
+    elif mistake == "elementwise":
+        cons = ((((student - target) / w).pow(2) + c * c).sqrt() - c).mean()
+    elif mistake == "unweighted":
+        cons = (((student - target).pow(2).sum(1) + c * c).sqrt() - c).mean()
+    elif mistake == "nan":
+        cons = ((((student - target) / (w * 0)).pow(2).sum(1) + c * c).sqrt() - c).mean()
+    else:
+        cons = ((((student - target) / w).pow(2).sum(1) + c * c).sqrt() - c).mean()
+    if mistake == "ema_target":
+        with torch.no_grad():
+            cons = (
+                cons * 0
+                + ((((student - ema._G(xu, u, s)) / w).pow(2).sum(1) + c * c).sqrt() - c).mean()
+            )
+    l_fm = fm(model, x0, x1, rng, seed)
+    return cons + lam * l_fm if mistake == "lam_on_fm" else lam * cons + l_fm
+
+
+def test_gctm_loss_check_accepts_the_loss_and_names_each_mistake():
+    assert checks.check_gctm_loss(gctm_loss_answer)
+    assert checks.check_gctm_loss(
+        lambda *a, **k: gctm_loss_answer(*a, **k, mistake="reference_form")
+    )
+    for mistake, words in {
+        "elementwise": ("element-wise",),
+        "unweighted": ("missing weight",),
+        "nan": ("0/0",),
+        "target_grad": ("stop-gradient",),
+        "ode_grad": ("ode solve", "no_grad"),
+        "lam_on_fm": ("λ multiplies",),
+        "masks": ("dropout masks",),
+    }.items():
+        rejects(
+            checks.check_gctm_loss,
+            lambda *a, m=mistake, **k: gctm_loss_answer(*a, **k, mistake=m),
+            *words,
+        )
+
+
+def test_gctm_loss_check_names_ema_target_and_time_direction():
+    from gctm_mini.checks import _gctm_variant
+
+    def variant(mistake):
+        def fn(model, ema, x0, x1, grid, rng, lam=1.0, *, draw, solve, fm):
+            pieces = {"draw": draw, "solve": solve, "fm": fm}
+            return _gctm_variant(model, ema, x0, x1, grid, rng, lam, pieces, mistake)
+
+        return fn
+
+    assert checks.check_gctm_loss(variant(None))
+    rejects(checks.check_gctm_loss, variant("ema_target"), "current weights", "not the ema")
+    rejects(checks.check_gctm_loss, variant("model_ode"), "ema model's velocity")
+    rejects(checks.check_gctm_loss, variant("interpolant"), "time direction")
+    rejects(checks.check_gctm_loss, variant("solve_backwards"), "time direction")
+    rejects(checks.check_gctm_loss, variant("c_out_only"), "(1 − s/t)")
+    rejects(checks.check_gctm_loss, variant("no_fm"), "fm term")
+
+
+def test_multiple_choice_checks_accept_the_answer_and_explain_it():
+    assert checks.check_gctm_u_equals_s("b")
+    assert checks.check_gctm_u_equals_s(" (B) ")
+    rejects(checks.check_gctm_u_equals_s, "a", "the answer is (b)")
+    rejects(checks.check_gctm_u_equals_s, "e", "one letter")
+    assert checks.check_gctm_weight_question("b")
+    rejects(checks.check_gctm_weight_question, "c", "w → 0")
+    assert checks.check_bcm_latent_question("c")
+    rejects(checks.check_bcm_latent_question, "b", "exact sample")
+
+
+def test_bcm_invert_check_accepts_the_package_and_names_each_mistake():
+    from gctm_mini.checks import _bcm_invert_variant
+    from gctm_mini.sampling import bcm_invert
+
+    assert checks.check_bcm_invert(bcm_invert)
+    for mistake, words in {
+        "no_noise": ("noised",),
+        "added_noise": ("(1 − t0)·x0 + t0·z",),
+        "uniform_grid": ("ρ-grid",),
+        "from_zero": ("start at t0",),
+        "one_jump": ("k jumps",),
+    }.items():
+        rejects(
+            checks.check_bcm_invert,
+            lambda m, x, k, t0, g, mi=mistake: _bcm_invert_variant(m, x, k, t0, g, mi),
+            *words,
+        )
+
+    def backwards(model, x0, k, t_start, generator):
+        x = bcm_invert(model, x0, k, t_start, generator)
+        return model.G(model.G(x, 1.0, 0.5), 0.5, 1.0)
+
+    rejects(checks.check_bcm_invert, backwards, "time direction")
+
+    def fresh_noise(model, x0, k, t_start, generator):
+        return bcm_invert(model, x0, k, t_start, None)
+
+    rejects(checks.check_bcm_invert, fresh_noise, "generator")
+
+    def stops_early(model, x0, k, t_start, generator):
+        from gctm_mini.timegrid import edm_times
+
+        times = edm_times(k, t_start, model.sigma_max)
+        times[-1] = 0.9
+        return bcm_invert(model, x0, times, t_start, generator)
+
+    rejects(checks.check_bcm_invert, stops_early, "t = 1")
