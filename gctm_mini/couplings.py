@@ -25,7 +25,7 @@ import ot
 import torch
 from torch import Tensor
 
-from .validation import check_batch, check_choice, check_count, check_finite, check_real
+from .validation import check_batch, check_choice, check_count, check_finite, check_real, mul_pow2
 
 COUPLINGS = ("independent", "ot", "sinkhorn", "paired")
 PAIRINGS = ("permutation", "multinomial")
@@ -78,7 +78,7 @@ def pairwise_cost(
     if normalize:
         mean = C.mean()
         return C / mean if float(mean) > 0 else C
-    C = C * 2.0 ** (p * k)
+    C = mul_pow2(C, p * k)
     if not bool(torch.isfinite(C).all()):
         raise ValueError(
             f"the {cost} cost overflows {dtype} (largest |coordinate| {big:.3g}); "

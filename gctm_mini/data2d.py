@@ -33,7 +33,9 @@ class Dataset2D:
             raise TypeError(f"generator must be a torch.Generator; got {type(generator).__name__}")
         x = self.sample(n, generator)
         if not bool(torch.isfinite(x).all()):
-            raise ValueError(f"{self!r} drew values beyond {x.dtype}'s range (noise or scale too large)")
+            raise ValueError(
+                f"{self!r} drew values beyond {x.dtype}'s range (noise or scale too large)"
+            )
         return x
 
     def __repr__(self) -> str:
@@ -119,7 +121,9 @@ def _float64(values, name: str) -> Tensor:
     try:
         t = torch.as_tensor(values, dtype=torch.float64)
     except (TypeError, ValueError, RuntimeError):
-        raise TypeError(f"{name} must be numbers or nested lists of numbers; got {values!r}") from None
+        raise TypeError(
+            f"{name} must be numbers or nested lists of numbers; got {values!r}"
+        ) from None
     if isinstance(values, str | bytes | bool):
         raise TypeError(f"{name} must be numbers or nested lists of numbers; got {values!r}")
     return check_finite(t, name)

@@ -32,7 +32,9 @@ from .validation import MAX_SIZE, check_batch, check_count, check_real, real_ten
 def _check_images(x: Tensor, name: str) -> None:
     check_batch(x, name=name)
     if x.dim() != 4 or not x.is_floating_point():
-        raise ValueError(f"{name} must be a floating batch (B, C, H, W); got {tuple(x.shape)} {x.dtype}")
+        raise ValueError(
+            f"{name} must be a floating batch (B, C, H, W); got {tuple(x.shape)} {x.dtype}"
+        )
 
 
 @torch.no_grad()

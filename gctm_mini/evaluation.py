@@ -32,7 +32,7 @@ from torch import Tensor, nn
 
 from ._optional import require
 from .checkpoint import checkpoint_path, load_checkpoint
-from .validation import check_finite, check_number
+from .validation import check_finite, check_number, mul_pow2
 
 
 class MetricUnavailableError(RuntimeError):
@@ -129,7 +129,7 @@ def frechet_distance(fa: Tensor, fb: Tensor) -> float:
         raise ValueError(
             f"the feature covariances could not be decomposed ({str(err).splitlines()[0][:120]})"
         ) from None
-    fd = float((mu_a - mu_b).pow(2).sum() + ca.trace() + cb.trace() - 2 * mid) * 4.0**k
+    fd = mul_pow2(float((mu_a - mu_b).pow(2).sum() + ca.trace() + cb.trace() - 2 * mid), 2 * k)
     if not math.isfinite(fd):
         raise ValueError(f"the Fréchet distance overflows float64 (features up to {big:.3g})")
     return fd

@@ -20,7 +20,15 @@ import ot
 import torch
 from torch import Tensor
 
-from .validation import MAX_SIZE, check_batch, check_choice, check_count, check_finite, real_tensor
+from .validation import (
+    MAX_SIZE,
+    check_batch,
+    check_choice,
+    check_count,
+    check_finite,
+    mul_pow2,
+    real_tensor,
+)
 
 
 def _data(data):
@@ -30,7 +38,9 @@ def _data(data):
 
         return make_dataset(data)
     if not callable(data):
-        raise TypeError(f"data must be a data set name or a callable data(n, generator); got {data!r}")
+        raise TypeError(
+            f"data must be a data set name or a callable data(n, generator); got {data!r}"
+        )
     return data
 
 
@@ -56,13 +66,13 @@ def _rescaled(x: Tensor, y: Tensor) -> tuple[Tensor, Tensor, float]:
     k = math.frexp(big)[1] if big > 0 else 0
     a, b = a * 2.0**-k, b * 2.0**-k
     mid = torch.cat([a, b]).mean(0)
-    return a - mid, b - mid, 2.0**k
+    return a - mid, b - mid, k
 
 
-def _unscaled(value: float, scale: float, what: str) -> float:
-    out = value * scale
+def _unscaled(value: float, k: int, what: str) -> float:
+    out = mul_pow2(value, k)
     if not math.isfinite(out):
-        raise ValueError(f"{what} = {value:.6g} × {scale:.3g} overflows float64; rescale the data")
+        raise ValueError(f"{what} = {value:.6g} × 2^{k} overflows float64; rescale the data")
     return out
 
 
@@ -158,7 +168,7 @@ def straightness(path: Tensor, times: Tensor) -> float:
     chord = (p[-1] - p[0]) / (tt[-1] - tt[0])
     dev = (u - chord[None]).pow(2).sum(-1)  # (K, B)
     value = float((h.abs()[:, None] * dev).sum(0).mean())
-    out = value * 4.0**k / span
+    out = mul_pow2(value, 2 * k) / span
     if not math.isfinite(out):
         raise ValueError(
             f"straightness overflows float64 (path values up to {big:.3g} over a time span of "
@@ -309,7 +319,9 @@ def quality_by_nfe(
                 out = sampler(x1, nfe)
             if not torch.is_tensor(out) or out.shape != ref.shape:
                 got = tuple(out.shape) if torch.is_tensor(out) else type(out).__name__
-                raise ValueError(f"the sampler must return {tuple(ref.shape)} at NFE {nfe}; got {got}")
+                raise ValueError(
+                    f"the sampler must return {tuple(ref.shape)} at NFE {nfe}; got {got}"
+                )
             check_finite(out, f"the sampler's output at NFE {nfe}")
             per[nfe].append(fn(out, ref))
     if floor is None:

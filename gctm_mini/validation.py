@@ -138,6 +138,17 @@ def check_choice(value: str, choices: Iterable[str], what: str) -> str:
     return value
 
 
+def mul_pow2(x, k: int):
+    """``x · 2^k`` for a float or a tensor, exact while it stays in range, ``±inf`` (never an
+    ``OverflowError``) beyond it — for undoing the power-of-two rescaling that keeps the
+    distances of :mod:`gctm_mini.metrics` and friends free of overflow."""
+    while k:
+        step = max(-1000, min(1000, k))
+        x = x * 2.0**step
+        k -= step
+    return x
+
+
 def broadcast_time(t: Tensor, x: Tensor) -> Tensor:
     """Reshape a ``(B,)`` time to ``(B, 1, …, 1)`` so it broadcasts against ``x: (B, *D)``."""
     return t.reshape(t.shape[0], *([1] * (x.dim() - 1)))

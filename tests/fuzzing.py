@@ -211,6 +211,7 @@ FLOAT_DTYPES = (torch.float32, torch.float64, torch.float16)
 ALL_DTYPES = (*FLOAT_DTYPES, torch.bfloat16, torch.int64, torch.int32, torch.uint8, torch.bool)
 ALL_DTYPES = (*ALL_DTYPES, torch.complex64)
 FILLS = ("normal", "zeros", "ones", "huge", "tiny", "negative", "big", "nan", "inf", "-inf")
+FILLS = (*FILLS, "max", "min")  # 1e300 and 1e-300: float64's extremes (±inf / 0 in float32)
 GOOD_FILLS = ("normal", "zeros", "ones", "tiny", "negative", "big")
 
 
@@ -222,6 +223,8 @@ def make_tensor(shape: tuple[int, ...], dtype: torch.dtype, fill: str, seed: int
         "zeros": x * 0,
         "ones": torch.ones_like(x),
         "huge": x * 1e30,
+        "max": x * 1e300,
+        "min": x * 1e-300,
         "tiny": x * 1e-30,
         "negative": -x.abs() - 0.5,
         "big": x * 1e4,
