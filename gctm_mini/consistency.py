@@ -81,7 +81,8 @@ def pseudo_huber(delta: Tensor, c: float, weight: Tensor | None = None) -> Tenso
         )
         raise ValueError(f"delta must be a floating batch (B, *D); got {got}")
     if weight is not None:
-        if not torch.is_tensor(weight) or not _broadcasts(weight.shape, delta.shape):
+        bad = not torch.is_tensor(weight) or not weight.is_floating_point()
+        if bad or not _broadcasts(weight.shape, delta.shape):
             got = tuple(weight.shape) if torch.is_tensor(weight) else type(weight).__name__
             raise ValueError(
                 f"weight must broadcast to delta's shape {tuple(delta.shape)}; got {got}"

@@ -131,6 +131,9 @@ class Degradation:
         return _finite(self._clean(x), f"{self.task}(x)")
 
     def _clean(self, x: Tensor) -> Tensor:
+        if x.dtype in (torch.float16, torch.bfloat16) and x.device.type == "cpu":
+            # half-precision bicubic resampling and convolutions do not exist on the CPU
+            return self._clean(x.float()).to(x.dtype)
         if self.task in ("sr2", "sr4"):
             f = 2 if self.task == "sr2" else 4
             H, W = x.shape[-2:]

@@ -109,12 +109,16 @@ def data_limit(dtype: torch.dtype) -> float:
     return float(torch.finfo(dtype).max) ** 0.25
 
 
+_ABSENT = object()
+"""Default of the arguments a loss does not take (``None`` itself is a bad input)."""
+
+
 def check_loss_inputs(
     model: FlowMapModel,
     x0: Tensor,
     x1: Tensor,
-    t: Tensor | None = None,
-    grid: Tensor | None = None,
+    t: Tensor = _ABSENT,
+    grid: Tensor = _ABSENT,
     models: tuple = (),
 ) -> tuple[Tensor, Tensor, Tensor | None, Tensor | None]:
     """The checks every loss makes at its boundary, returning the inputs in the model's dtype.
@@ -125,9 +129,10 @@ def check_loss_inputs(
     are further networks the loss evaluates (EMA, teacher), which must share the model's sample
     shape.
     """
-    named = [("x0", x0), ("x1", x1)] + [
-        (k, v) for k, v in (("t", t), ("grid", grid)) if v is not None
-    ]
+    named = [("x0", x0), ("x1", x1)]
+    named += [(k, v) for k, v in (("t", t), ("grid", grid)) if v is not _ABSENT]
+    t = None if t is _ABSENT else t
+    grid = None if grid is _ABSENT else grid
     for name, v in named:
         if not torch.is_tensor(v):
             raise TypeError(f"{name} must be a torch.Tensor; got {type(v).__name__}")

@@ -80,6 +80,8 @@ class CouplingMoments:
         return tuple(torch.as_tensor(v, dtype=torch.float32) for v in (self.v0, self.v1, self.v01))
 
 
+_NO_S = object()  # FlowMapModel._check without an s (velocity)
+
 KAPPA_FLOOR = 1e-4
 """Lower bound on κ = c_out / t (only reached by a deterministic coupling such as X1 = X0)."""
 
@@ -225,10 +227,10 @@ class FlowMapModel(nn.Module):
             )
         return xm
 
-    def _check(self, x: Tensor, t, s=None):
+    def _check(self, x: Tensor, t, s=_NO_S):
         x = self.prepare(x)
         t = as_time(t, x.shape[0], x, "t")
-        if s is None:
+        if s is _NO_S:
             return x, t
         s = as_time(s, x.shape[0], x, "s")
         if not self.bidirectional:

@@ -200,6 +200,8 @@ def _check_grid(times: Tensor) -> Tensor:
         shape = tuple(times.shape) if torch.is_tensor(times) else type(times).__name__
         raise ValueError(f"times must be a 1-D tensor with at least two entries; got {shape}")
     check_finite(times, "times")
+    if not times.is_floating_point():
+        times = times.double()
     if bool(((times < 0) | (times > 1)).any()):
         raise ValueError("times must lie in [0, 1]")
     d = times[1:] - times[:-1]

@@ -592,8 +592,8 @@ def test_pseudo_huber_is_finite_and_nonnegative_or_a_clear_error(delta, c, weigh
     # loss, where training stops on them
     valid = delta.is_floating_point() and bool(torch.isfinite(delta).all())
     if weight is not None:
-        valid = valid and bool(torch.isfinite(weight).all()) and bool((weight > 0).all())
         valid = valid and weight.dtype == delta.dtype
+        valid = valid and bool(torch.isfinite(weight).all()) and bool((weight > 0).all())
     if valid and delta.numel():
         r = delta / weight if weight is not None and delta.dim() >= 2 else delta
         valid = float(r.abs().max()) < 1e18

@@ -26,7 +26,7 @@ from gctm_mini.models import build_model, mlp_spec
 from gctm_mini.parameterization import CouplingMoments
 from gctm_mini.restoration import restore_supervised
 from gctm_mini.sampling import bcm_invert, gamma_sampling, sample_ode
-from gctm_mini.solvers import nfe_of, steps_for_nfe
+from gctm_mini.solvers import integrate, nfe_of, steps_for_nfe
 from gctm_mini.timegrid import curriculum_N, draw_tsu, edm_times, fine_grid, uniform_grid
 from gctm_mini.training import Toy2DConfig
 
@@ -92,6 +92,10 @@ REFUSED = {
     "moments batches": lambda: CouplingMoments.estimate(X, torch.randn(5, 2)),
     "moments eps 1e200": lambda: CouplingMoments.estimate(X, X, eps=1e200),
     "ct_loss empty batch": lambda: ct_loss(M, X[:0], X[:0], GRID),
+    "ct_loss grid None": lambda: ct_loss(M, X, X, None),
+    "G with s None": lambda: M.G(X, 0.5, None),
+    "integrate bool times": lambda: integrate(M.velocity, X, torch.tensor([True, False, False])),
+    "pseudo_huber complex weight": lambda: pseudo_huber(X, 0.1, torch.ones(4, 1) * (1 + 1j)),
     "pseudo_huber weight shape": lambda: pseudo_huber(X, 0.1, torch.ones(4, 3)),
     "stroke_guide 4x4": lambda: stroke_guide(Y[..., :4, :4]),
     "frechet complex": lambda: frechet_distance(torch.randn(6, 3) * (1 + 1j), torch.randn(5, 3)),
@@ -131,6 +135,15 @@ def test_bfloat16_images_and_boolean_data_are_computed_not_a_traceback():
     assert math.isfinite(psnr) and math.isfinite(ssim)
     a, b = X > 0, X < 0
     assert torch.equal(interpolate(a, b, 0.5), (a.float() + b.float()) / 2)
+
+
+def test_half_precision_images_are_degraded_on_the_cpu():
+    from gctm_mini.degradations import Degradation
+
+    for task in ("sr2", "deblur"):
+        y = Degradation(task)(Y.half())
+        assert y.dtype == torch.float16 and y.shape == Y.shape
+        assert torch.allclose(y.float(), Degradation(task)(Y.half().float()), atol=1e-2)
 
 
 def test_curriculum_N_of_a_huge_step_is_the_cap_without_hanging():
