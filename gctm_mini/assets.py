@@ -19,7 +19,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from .checkpoint import load_checkpoint, load_raw, save_checkpoint
+from .checkpoint import CheckpointError, checkpoint_path, load_checkpoint, load_raw, save_checkpoint
 from .parameterization import FlowMapModel
 from .validation import read_json
 
@@ -105,9 +105,24 @@ def export_checkpoint(run: str | os.PathLike, dest: str | os.PathLike, half: boo
     """Write the EMA-only, optimizer-free copy of a run's checkpoint to ``dest`` (atomically).
 
     ``half`` stores floating-point weights as float16 (half the size; they are cast back to
-    float32 when loaded into the model).
+    float32 when loaded into the model). An existing ``dest`` is replaced only if it is itself
+    an exported (EMA-only) checkpoint: the run's own checkpoint, a resumable checkpoint or any
+    other file there is refused (``ValueError``), so an export never destroys a run.
     """
     data = load_raw(run)
+    target = checkpoint_path(dest)
+    if target.resolve() == checkpoint_path(run).resolve():
+        raise ValueError(f"the export would overwrite the run's own checkpoint {target}")
+    if target.exists():
+        try:
+            old = load_raw(target)
+        except (CheckpointError, OSError):
+            old = None
+        if old is None or "optimizer" in old or "model" in old:
+            raise ValueError(
+                f"{target} exists and is not an exported checkpoint; the export replaces only "
+                "an earlier export (choose another destination)"
+            )
     names = ("spec", "ema", "config", "history", "step", "seconds", "data")
     keep = {k: data[k] for k in names if k in data}
     if half:

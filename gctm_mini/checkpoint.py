@@ -186,10 +186,11 @@ def load_raw(path: str | os.PathLike, map_location: str | torch.device = "cpu") 
         ) from err
     if not isinstance(data, dict) or data.get("format") != FORMAT:
         raise CheckpointError(f"{p} is not a gctm_mini checkpoint (missing format tag)")
-    if data.get("version", 0) > VERSION:
-        raise CheckpointError(
-            f"{p} has version {data['version']}; this gctm_mini reads ≤ {VERSION}"
-        )
+    version = data.get("version", 0)
+    if isinstance(version, bool) or not isinstance(version, int):
+        raise CheckpointError(f"{p} has a version entry that is not a number: {version!r}")
+    if version > VERSION:
+        raise CheckpointError(f"{p} has version {version}; this gctm_mini reads ≤ {VERSION}")
     for key in ("spec", "ema"):
         if key not in data:
             raise CheckpointError(f"{p} lacks the {key!r} entry")
@@ -217,10 +218,24 @@ def load_checkpoint(
         raise CheckpointError(
             f"{p} is an exported EMA-only checkpoint; it has no {which!r} weights"
         )
+    config = data.get("config", {})
+    if not isinstance(config, dict):
+        raise CheckpointError(f"{p}: the run config must be a dict; got {type(config).__name__}")
+    # shapes first, on the meta device: a damaged spec cannot allocate a huge model
+    check_state_fits(
+        _build(data["spec"], p, net_device="meta"), data[which], f"{p} ({which!r} weights)"
+    )
+    bad = [
+        k for k, v in data[which].items() if v.is_floating_point() and not bool(v.isfinite().all())
+    ]
+    if bad:
+        raise CheckpointError(
+            f"{p} ({which!r} weights) holds NaN/inf in {len(bad)} tensor(s), e.g. {bad[0]} "
+            "(saved from a diverged run?)"
+        )
     model = _build(data["spec"], p)
-    check_state_fits(model, data[which], f"{p} ({which!r} weights)")
     model.load_state_dict(data[which])
-    model.train_config = data.get("config", {})
+    model.train_config = config
     return model.to(map_location).eval().requires_grad_(False)
 
 

@@ -503,6 +503,7 @@ def grade(nb: dict, name: str = "notebook") -> list[Verdict]:
     The points come from the notebook's own nbgrader metadata; ``nbgrader autograde`` is the
     route that restores them from the source.
     """
+    check_notebook(nb, name)
     out = []
     for cell in nb["cells"]:
         g = cell.get("metadata", {}).get("nbgrader", {})
@@ -532,6 +533,36 @@ def grade(nb: dict, name: str = "notebook") -> list[Verdict]:
     return out
 
 
+def check_notebook(nb, name: str = "notebook") -> None:
+    """Raise ``ValueError`` (one line) unless ``nb`` has the structure :func:`grade` reads:
+    a list of cells, each a dict with dict ``metadata`` (and ``nbgrader``) and a list of
+    outputs that name their ``output_type``; graded cells with a ``grade_id`` and points."""
+
+    def bad(why: str):
+        return ValueError(f"{name} is not a Jupyter notebook: {why}")
+
+    if not isinstance(nb, dict) or not isinstance(nb.get("cells"), list):
+        raise bad("no list of cells")
+    for i, cell in enumerate(nb["cells"]):
+        if not isinstance(cell, dict) or not isinstance(cell.get("metadata", {}), dict):
+            raise bad(f"cell {i} is not a cell with metadata")
+        g = cell.get("metadata", {}).get("nbgrader", {})
+        outputs = cell.get("outputs", [])
+        if not isinstance(g, dict) or not isinstance(outputs, list):
+            raise bad(f"cell {i} has malformed nbgrader metadata or outputs")
+        for o in outputs:
+            if not isinstance(o, dict) or not isinstance(o.get("output_type"), str):
+                raise bad(f"cell {i} has an output without an output_type")
+            if not isinstance(o.get("text", ""), str | list):
+                raise bad(f"cell {i} has an output whose text is not text")
+        if g.get("grade") and not g.get("solution"):
+            if not isinstance(g.get("grade_id"), str):
+                raise bad(f"graded cell {i} has no grade_id")
+            points = g.get("points", 0)
+            if isinstance(points, bool) or not isinstance(points, int | float):
+                raise bad(f"graded cell {i} has points {points!r}, not a number")
+
+
 def execute(path: str | Path, timeout: int = 600) -> dict:
     """Run a notebook top to bottom in smoke mode (``GCTM_SMOKE=1``), errors allowed, in a
     temporary working directory; returns the executed notebook."""
@@ -547,7 +578,11 @@ def execute(path: str | Path, timeout: int = 600) -> dict:
             f"grading runs notebooks with nbclient, which is not installed: "
             f'pip install "gctm-mini[notebooks]" ({err})'
         ) from err
-    nb = nbformat.read(str(path), as_version=4)
+    try:
+        nb = nbformat.read(str(path), as_version=4)
+    except Exception as err:  # not JSON, not a notebook, an unsupported nbformat, …
+        why = (str(err).strip().splitlines() or [type(err).__name__])[0][:200]
+        raise ValueError(f"{path} is not a readable Jupyter notebook: {why}") from None
     old = {k: os.environ.get(k) for k in ("GCTM_SMOKE", "NBGRADER_EXECUTION")}
     os.environ["GCTM_SMOKE"] = "1"
     os.environ.pop("NBGRADER_EXECUTION", None)

@@ -253,9 +253,7 @@ def cmd_eval2d(args: argparse.Namespace) -> int:
         f"{'floor':>6} | {res['floor']:8.4f} | (data vs data)   [{time.perf_counter() - t0:.0f} s]"
     )
     if args.json:
-        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json).write_text(json.dumps(res, indent=2))
-        print(f"wrote {args.json}")
+        _write_json(args.json, res, args.dir)
     return 0
 
 
@@ -288,9 +286,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
         batch=args.batch,
     )
     if args.json:
-        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json).write_text(json.dumps(res, indent=2))
-        print(f"wrote {args.json}")
+        _write_json(args.json, res, args.dir)
     return 0
 
 
@@ -320,14 +316,19 @@ def cmd_classroom(args: argparse.Namespace) -> int:
 
 def _classroom_grade(args: argparse.Namespace) -> int:
     from .checkpoint import write_csv
-    from .classroom import execute, grade
+    from .classroom import check_notebook, execute, grade
 
+    if args.csv:
+        _refuse_overwrite(args.csv, "--csv", [Path(n) for n in args.notebooks])
     rows = []
     for name in args.notebooks:
         path = Path(name)
         if not path.is_file():
             raise FileNotFoundError(f"no notebook at {path}")
-        nb = json.loads(path.read_text(encoding="utf-8")) if args.no_run else execute(path)
+        nb = read_json(path, "notebook")
+        check_notebook(nb, str(path))
+        if not args.no_run:
+            nb = execute(path)
         verdicts = grade(nb, str(path))
         if not verdicts:
             raise ValueError(f"{path} has no check cells (nbgrader test cells) to grade")
@@ -339,8 +340,30 @@ def _classroom_grade(args: argparse.Namespace) -> int:
         print(f"{path}  total {total:g}/{most:g}")
         rows += [vars(v) for v in verdicts]
     if args.csv:
+        Path(args.csv).parent.mkdir(parents=True, exist_ok=True)
         print(f"wrote {write_csv(args.csv, rows)}")
     return 0
+
+
+def _refuse_overwrite(dest: str, flag: str, keep: list[Path]) -> None:
+    """Refuse an output path that would replace an input of the command (a checkpoint, a
+    notebook) or any checkpoint or notebook: results never overwrite what they were made from."""
+    p = Path(dest)
+    target = p.resolve()
+    if any(target == k.resolve() for k in keep) or p.suffix in (".pt", ".ipynb"):
+        raise ValueError(
+            f"{flag} {dest} would overwrite a checkpoint or notebook; name another file"
+        )
+
+
+def _write_json(dest: str, res: dict, run: str) -> None:
+    """The results as JSON at ``dest`` (atomically), never over the evaluated run's files."""
+    from .rundir import write_output
+
+    _refuse_overwrite(dest, "--json", [checkpoint_path(run)])
+    Path(dest).parent.mkdir(parents=True, exist_ok=True)
+    write_output(dest, json.dumps(res, indent=2).encode("utf-8"))
+    print(f"wrote {dest}")
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
@@ -521,8 +544,8 @@ def build_parser(prog: str = PROG) -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None, prog: str = PROG) -> int:
-    """Run one command; exit status 0 on success, 2 for bad input (a bad value or name, a
-    missing or unreadable checkpoint, an unavailable metric) and 1 when a run fails (it
+    """Run one command; exit status 0 on success, 2 for bad input (a bad value, name or type,
+    a missing or unreadable checkpoint, an unavailable metric) and 1 when a run fails (it
     diverged, its run directory is busy, or a file-system operation failed: a full disk, a
     read-only directory, ``--out`` naming a file). Both print one line on stderr; any other
     exception is a bug and keeps its traceback."""
@@ -532,12 +555,13 @@ def main(argv: list[str] | None = None, prog: str = PROG) -> int:
         return args.fn(args)
     except (
         ValueError,
+        TypeError,
         FileNotFoundError,
         CheckpointError,
         MetricUnavailableError,
         MissingExtraError,
     ) as err:
-        print(f"error: {err}", file=sys.stderr)
+        print(f"error: {describe_error(err)}", file=sys.stderr)
         return 2
     except (TrainingDivergedError, OSError) as err:
         print(f"error: {describe_error(err)}", file=sys.stderr)

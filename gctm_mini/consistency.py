@@ -44,12 +44,18 @@ import torch
 from torch import Tensor, nn
 
 from .interpolant import SIGMA_MAX
-from .losses import fm_loss, sample_fm_times
+from .losses import check_loss_inputs, fm_loss, sample_fm_times
 from .parameterization import FlowMapModel
 from .randomness import Draws
-from .solvers import integrate_per_sample
-from .timegrid import draw_tsu
-from .validation import broadcast_time
+from .solvers import METHODS
+from .solvers import _integrate_per_sample as integrate_per_sample  # unchecked: a diverged
+
+# model must reach the training loop's divergence check as a non-finite loss, not an error
+from .timegrid import check_grid, draw_tsu
+from .validation import broadcast_time, check_choice, check_real
+
+# The losses solve the ODE with the unchecked solver: a diverged network must reach the
+# training loop's divergence check as a non-finite loss, not as an error from the solver.
 
 HUBER_SCALE = 0.00054
 
@@ -63,11 +69,37 @@ def pseudo_huber(delta: Tensor, c: float, weight: Tensor | None = None) -> Tenso
     r"""Per-sample pseudo-Huber distance :math:`\sqrt{\|\Delta/w\|^2 + c^2} - c`, shape ``(B,)``.
 
     The norm runs over *all* coordinates of a sample (not element-wise). ``weight`` broadcasts
-    to ``delta`` (a per-sample scalar or a per-coordinate scale).
+    to ``delta`` (a per-sample scalar or a per-coordinate scale) and is positive; ``c`` ≥ 0.
+    The values are not checked (that would cost a synchronization per call): a NaN/inf in
+    ``delta`` — a diverged network — passes through to the loss, where the training loops
+    detect it, and so does the overflow of residuals beyond :math:`\sqrt{\text{finfo.max}}`
+    (1.8e19 in float32), which valid inputs (:func:`~gctm_mini.losses.check_loss_inputs`)
+    stay far below.
     """
+    c = check_real(c, "c", ge=0.0)
+    if not torch.is_tensor(delta) or delta.dim() < 2 or not delta.is_floating_point():
+        got = (
+            f"{tuple(delta.shape)} {delta.dtype}"
+            if torch.is_tensor(delta)
+            else type(delta).__name__
+        )
+        raise ValueError(f"delta must be a floating batch (B, *D); got {got}")
     if weight is not None:
+        bad = not torch.is_tensor(weight) or not weight.is_floating_point()
+        if bad or not _broadcasts(weight.shape, delta.shape):
+            got = tuple(weight.shape) if torch.is_tensor(weight) else type(weight).__name__
+            raise ValueError(
+                f"weight must broadcast to delta's shape {tuple(delta.shape)}; got {got}"
+            )
         delta = delta / weight
     return (delta.flatten(1).pow(2).sum(1) + c * c).sqrt() - c
+
+
+def _broadcasts(shape: torch.Size, target: torch.Size) -> bool:
+    try:
+        return torch.broadcast_shapes(shape, target) == target
+    except RuntimeError:
+        return False
 
 
 @contextlib.contextmanager
@@ -143,6 +175,9 @@ def gctm_loss(
             no such share.
         rng: the step's :class:`~gctm_mini.randomness.Draws` (default: torch's global RNG).
     """
+    x0, x1, _, grid = check_loss_inputs(model, x0, x1, grid=grid, models=(ema,))
+    check_choice(solver, METHODS, "ODE method")
+    lam = check_real(lam, "lam", ge=0.0)
     rng = rng or Draws()
     B = x0.shape[0]
     g = grid.to(x0)
@@ -176,10 +211,18 @@ def ict_index_probs(grid: Tensor, p_mean: float = -1.1, p_std: float = 2.0) -> T
     :math:`p(n) \propto \mathrm{erf}\big(\tfrac{\log\sigma_{n+1} - P_\text{mean}}{\sqrt2 P_\text{std}}\big)
     - \mathrm{erf}\big(\tfrac{\log\sigma_n - P_\text{mean}}{\sqrt2 P_\text{std}}\big)`, σ clamped to
     [σ_min-ish, σ_max]."""
+    check_grid(grid)
+    p_mean = check_real(p_mean, "p_mean")
+    p_std = check_real(p_std, "p_std", gt=0.0)
     sig = _sigma(grid.double())
     logs = torch.log(sig.clamp_min(1e-12))
     cdf = torch.erf((logs - p_mean) / (math.sqrt(2) * p_std))
     p = (cdf[1:] - cdf[:-1]).clamp_min(0)
+    if not float(p.sum()) > 0:
+        raise ValueError(
+            f"the log-normal (p_mean = {p_mean:g}, p_std = {p_std:g}) puts no mass on the grid's "
+            "intervals"
+        )
     return (p / p.sum()).float()
 
 
@@ -204,6 +247,8 @@ def ct_loss(
     (current weights, same dropout; no EMA target); pseudo-Huber weighted by
     :math:`\lambda_n = 1/(\sigma_{n+1} - \sigma_n)` (σ at t = 1 clamped to σ_max).
     """
+    x0, x1, _, grid = check_loss_inputs(model, x0, x1, grid=grid)
+    sigma_max = check_real(sigma_max, "sigma_max", gt=0.0)
     rng = rng or Draws()
     B = x0.shape[0]
     g = grid.to(x0)
@@ -240,6 +285,7 @@ def cd_loss(
     and the RNG state taken before the student pass is restored before the target pass), so
     that student and target differ only by the weights and the teacher step, not by dropout.
     """
+    x0, x1, _, grid = check_loss_inputs(model, x0, x1, grid=grid, models=(target_model, teacher))
     rng = rng or Draws()
     B = x0.shape[0]
     g = grid.to(x0)
@@ -298,6 +344,7 @@ def ctm_loss(
       are already scaled by the same preconditioning (``c_out``), the objective stays a fixed
       function of θ, and the loss works for any network without naming its last layer.
     """
+    x0, x1, _, grid = check_loss_inputs(model, x0, x1, grid=grid, models=(target_model, teacher))
     rng = rng or Draws()
     B = x0.shape[0]
     g = grid.to(x0)
@@ -365,6 +412,8 @@ def bcm_loss(
     """
     if not model.bidirectional:
         raise ValueError("BCM needs a bidirectional model (build it with bidirectional=True)")
+    x0, x1, _, grid = check_loss_inputs(model, x0, x1, grid=grid)
+    sigma_max = check_real(sigma_max, "sigma_max", gt=0.0)
     rng = rng or Draws()
     B = x0.shape[0]
     g = grid.to(x0)

@@ -25,7 +25,7 @@ import ot
 import torch
 from torch import Tensor
 
-from .validation import check_batch, check_choice, check_finite
+from .validation import check_batch, check_choice, check_count, check_finite, check_real, mul_pow2
 
 COUPLINGS = ("independent", "ot", "sinkhorn", "paired")
 PAIRINGS = ("permutation", "multinomial")
@@ -78,7 +78,7 @@ def pairwise_cost(
     if normalize:
         mean = C.mean()
         return C / mean if float(mean) > 0 else C
-    C = C * 2.0 ** (p * k)
+    C = mul_pow2(C, p * k)
     if not bool(torch.isfinite(C).all()):
         raise ValueError(
             f"the {cost} cost overflows {dtype} (largest |coordinate| {big:.3g}); "
@@ -112,13 +112,7 @@ def exact_ot_permutation(x0: Tensor, x1: Tensor) -> Tensor:
 
 
 def _check_reg(reg: float) -> float:
-    try:
-        r = float(reg)
-    except (TypeError, ValueError) as err:
-        raise TypeError(f"reg (ε) must be a number; got {type(reg).__name__}") from err
-    if not (math.isfinite(r) and r > 0):  # `nan <= 0` is False: test the good case
-        raise ValueError(f"reg (ε) must be a finite number > 0; got {reg}")
-    return r
+    return check_real(reg, "reg (ε)", gt=0.0)
 
 
 def _check_marginal(w: Tensor | None, shape: tuple[int, ...], like: Tensor, name: str) -> Tensor:
@@ -166,13 +160,11 @@ def sinkhorn_log(
     if not torch.is_tensor(cost) or cost.dim() < 2 or 0 in cost.shape[-2:]:
         shape = tuple(cost.shape) if torch.is_tensor(cost) else type(cost).__name__
         raise ValueError(f"cost must be a tensor of shape (…, n, m) with n, m ≥ 1; got {shape}")
+    check_finite(cost, "cost")
     if not cost.is_floating_point():
         cost = cost.float()
-    check_finite(cost, "cost")
-    if isinstance(max_iter, bool) or not isinstance(max_iter, int) or max_iter < 1:
-        raise ValueError(f"max_iter must be an int ≥ 1; got {max_iter!r}")
-    if not (math.isfinite(float(tol)) and tol >= 0):
-        raise ValueError(f"tol must be a finite number ≥ 0; got {tol}")
+    max_iter = check_count(max_iter, "max_iter")
+    tol = check_real(tol, "tol", ge=0.0)
     n, m = cost.shape[-2:]
     a = _check_marginal(a, tuple(cost.shape[:-1]), cost, "a")
     b = _check_marginal(b, (*cost.shape[:-2], m), cost, "b")
@@ -239,6 +231,8 @@ def sinkhorn_pairs(
     if not torch.is_tensor(plan) or plan.dim() < 2 or 0 in plan.shape[-2:]:
         shape = tuple(plan.shape) if torch.is_tensor(plan) else type(plan).__name__
         raise ValueError(f"{what} must be a tensor of shape (…, n, m) with n, m ≥ 1; got {shape}")
+    if plan.is_complex():
+        raise TypeError(f"{what} must be real; got dtype {plan.dtype}")
     if not plan.is_floating_point():
         plan = plan.double()
     if log:
@@ -290,6 +284,10 @@ def greedy_assignment(score: Tensor) -> Tensor:
     if not torch.is_tensor(score) or score.dim() < 2 or score.shape[-1] != score.shape[-2]:
         shape = tuple(score.shape) if torch.is_tensor(score) else type(score).__name__
         raise ValueError(f"score must be a square matrix (…, n, n); got {shape}")
+    if score.is_complex():
+        raise TypeError(f"score must be real; got dtype {score.dtype}")
+    if not score.is_floating_point():
+        score = score.double()
     if bool(torch.isnan(score).any()):
         raise ValueError(f"score contains {int(torch.isnan(score).sum())} NaN value(s)")
     lead, n = score.shape[:-2], score.shape[-1]
@@ -389,6 +387,8 @@ def couple(
     reg=0.01, max_iter=30, tol=0, pairing="multinomial")``.
     """
     check_choice(coupling, COUPLINGS, "coupling")
+    if not isinstance(normalize_cost, bool):
+        raise TypeError(f"normalize_cost must be True or False; got {normalize_cost!r}")
     check_batch(x0, name="x0")
     check_batch(x1, tuple(x0.shape[1:]), name="x1")
     if x0.shape[0] != x1.shape[0]:
@@ -416,11 +416,22 @@ def perturb_source(x1: Tensor, eps: float) -> Tensor:
     Remember to add ε² to the source variance in the preconditioning
     (:class:`gctm_mini.parameterization.CouplingMoments`).
     """
-    if eps < 0 or not math.isfinite(eps):
-        raise ValueError(f"eps must be a finite number ≥ 0; got {eps}")
-    return x1 if eps == 0 else x1 + eps * torch.randn_like(x1)
+    eps = check_real(eps, "eps", ge=0.0)
+    check_batch(x1, name="x1")
+    if not x1.is_floating_point():
+        raise TypeError(f"x1 must be a floating-point tensor; got dtype {x1.dtype}")
+    if eps == 0:
+        return x1
+    out = x1 + eps * torch.randn_like(x1)
+    if not bool(torch.isfinite(out).all()):
+        raise ValueError(f"x1 + eps·z overflows {x1.dtype} (eps = {eps:g})")
+    return out
 
 
 def transport_cost(x0: Tensor, x1: Tensor) -> float:
     r"""Mean squared pair distance :math:`\frac1B\sum_i \|x_0^{(i)} - x_1^{(i)}\|^2` of a coupled batch."""
+    check_batch(x0, name="x0")
+    check_batch(x1, tuple(x0.shape[1:]), name="x1")
+    if x0.shape[0] != x1.shape[0]:
+        raise ValueError(f"x0 and x1 need equal batch sizes; got {x0.shape[0]} and {x1.shape[0]}")
     return float((x0 - x1).flatten(1).pow(2).sum(1).mean())

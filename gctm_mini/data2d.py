@@ -14,6 +14,8 @@ from collections.abc import Callable, Sequence
 import torch
 from torch import Tensor
 
+from .validation import MAX_SIZE, check_count, check_finite, check_real
+
 Sampler = Callable[[int], Tensor]
 
 
@@ -26,9 +28,15 @@ class Dataset2D:
         raise NotImplementedError
 
     def __call__(self, n: int, generator: torch.Generator | None = None) -> Tensor:
-        if not isinstance(n, int) or n < 1:
-            raise ValueError(f"n must be a positive int; got {n!r}")
-        return self.sample(n, generator)
+        n = check_count(n, "n", maximum=MAX_SIZE)
+        if generator is not None and not isinstance(generator, torch.Generator):
+            raise TypeError(f"generator must be a torch.Generator; got {type(generator).__name__}")
+        x = self.sample(n, generator)
+        if not bool(torch.isfinite(x).all()):
+            raise ValueError(
+                f"{self!r} drew values beyond {x.dtype}'s range (noise or scale too large)"
+            )
+        return x
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}()"
@@ -47,14 +55,17 @@ class GaussianMixture(Dataset2D):
     name = "gmm"
 
     def __init__(self, weights: Sequence[float] | Tensor, means, covs) -> None:
-        w = torch.as_tensor(weights, dtype=torch.float64).flatten()
-        mu = torch.as_tensor(means, dtype=torch.float64)
-        if mu.dim() != 2 or mu.shape[0] != w.shape[0]:
-            raise ValueError(f"means must have shape (K={w.shape[0]}, d); got {tuple(mu.shape)}")
-        if bool((w <= 0).any()) or not bool(torch.isfinite(w).all()):
+        w = _float64(weights, "weights").flatten()
+        mu = _float64(means, "means")
+        if mu.dim() != 2 or mu.shape[0] != w.shape[0] or 0 in mu.shape:
+            raise ValueError(
+                f"means must have shape (K, d) with K = {w.shape[0]} weights and d ≥ 1; "
+                f"got {tuple(mu.shape)}"
+            )
+        if bool((w <= 0).any()):
             raise ValueError("weights must be positive and finite")
         K, d = mu.shape
-        c = torch.as_tensor(covs, dtype=torch.float64)
+        c = _float64(covs, "covs")
         if c.dim() == 0:
             c = c.expand(K)
         if c.dim() == 1:
@@ -66,7 +77,10 @@ class GaussianMixture(Dataset2D):
         if bool((torch.linalg.eigvalsh(c) <= 0).any()):
             raise ValueError("covariances must be positive definite")
         self.weights, self.means, self.covs = w / w.sum(), mu, c.contiguous()
-        self._chol = torch.linalg.cholesky(self.covs)
+        chol, info = torch.linalg.cholesky_ex(self.covs)
+        if bool((info != 0).any()):
+            raise ValueError("covariances must be positive definite (Cholesky failed)")
+        self._chol = chol
 
     @property
     def dim(self) -> int:
@@ -99,6 +113,26 @@ def eight_gaussians(radius: float = 2.0, std: float = 0.15) -> GaussianMixture:
     return g
 
 
+def _float64(values, name: str) -> Tensor:
+    """``values`` (numbers, nested lists or a tensor) as a finite float64 tensor."""
+    if torch.is_tensor(values):
+        check_finite(values, name)
+        return values.double()
+    try:
+        t = torch.as_tensor(values, dtype=torch.float64)
+    except (TypeError, ValueError, RuntimeError):
+        raise TypeError(
+            f"{name} must be numbers or nested lists of numbers; got {values!r}"
+        ) from None
+    if isinstance(values, str | bytes | bool):
+        raise TypeError(f"{name} must be numbers or nested lists of numbers; got {values!r}")
+    return check_finite(t, name)
+
+
+def _param(value, name: str, **bounds) -> float:
+    return check_real(value, name, **bounds)
+
+
 class Moons(Dataset2D):
     """Two interleaving half circles (as in scikit-learn's ``make_moons``), centred and scaled.
 
@@ -110,7 +144,8 @@ class Moons(Dataset2D):
     name = "moons"
 
     def __init__(self, noise: float = 0.05, scale: float = 1.5) -> None:
-        self.noise, self.scale = noise, scale
+        self.noise = _param(noise, "noise", ge=0.0)
+        self.scale = _param(scale, "scale", gt=0.0)
 
     def sample(self, n: int, generator: torch.Generator | None = None) -> Tensor:
         upper = torch.rand(n, generator=generator) < 0.5
@@ -140,7 +175,8 @@ class Spirals(Dataset2D):
     name = "spirals"
 
     def __init__(self, noise: float = 0.05, turns: float = 1.5) -> None:
-        self.noise, self.turns = noise, turns
+        self.noise = _param(noise, "noise", ge=0.0)
+        self.turns = _param(turns, "turns", ge=-1e4, le=1e4)
 
     def sample(self, n: int, generator: torch.Generator | None = None) -> Tensor:
         r = torch.rand(n, generator=generator).sqrt()
@@ -156,7 +192,7 @@ class Circles(Dataset2D):
     name = "circles"
 
     def __init__(self, noise: float = 0.05) -> None:
-        self.noise = noise
+        self.noise = _param(noise, "noise", ge=0.0)
 
     def sample(self, n: int, generator: torch.Generator | None = None) -> Tensor:
         radius = 1.0 + (torch.rand(n, generator=generator) < 0.5).float()
@@ -171,7 +207,7 @@ class StandardGaussian(Dataset2D):
     name = "gaussian"
 
     def __init__(self, dim: int = 2) -> None:
-        self.dim = dim
+        self.dim = check_count(dim, "dim", maximum=MAX_SIZE)
 
     def sample(self, n: int, generator: torch.Generator | None = None) -> Tensor:
         return torch.randn(n, self.dim, generator=generator)
@@ -200,7 +236,7 @@ DATASETS: dict[str, Callable[[], Dataset2D]] = {
 
 def make_dataset(name: str) -> Dataset2D:
     """Build a named 2D data set: one of :data:`DATASETS`."""
-    if name not in DATASETS:
+    if not isinstance(name, str) or name not in DATASETS:
         raise ValueError(f"unknown dataset {name!r}; choose one of: {', '.join(DATASETS)}")
     return DATASETS[name]()
 
@@ -230,7 +266,9 @@ class _CallableDataset(Dataset2D):
     def sample(self, n: int, generator: torch.Generator | None = None) -> Tensor:
         x = self.fn(n)
         if not torch.is_tensor(x):
-            x = torch.as_tensor(x)
+            x = _float64(x, "the data callable's output")
+        if x.is_complex():
+            raise TypeError(f"data callable must return real values; got dtype {x.dtype}")
         if x.dim() != 2 or x.shape[0] != n:
             raise ValueError(
                 f"data callable must return an (n={n}, d) tensor; got {tuple(x.shape)}"

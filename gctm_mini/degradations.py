@@ -28,10 +28,12 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from .randomness import noise_like
-from .validation import check_count, check_finite
+from .validation import MAX_SIZE, check_count, check_finite, check_real
 
 TASKS = ("sr2", "sr4", "deblur", "inpaint", "colorize", "edges")
 RESTORATION_TASKS = ("sr2", "sr4", "deblur", "inpaint")
+MAX_KERNEL = 1025
+"""Largest blur kernel side (σ ≤ 170 pixels): wider than any image this package trains on."""
 
 
 def gaussian_kernel(sigma: float, size: int | None = None) -> Tensor:
@@ -40,21 +42,25 @@ def gaussian_kernel(sigma: float, size: int | None = None) -> Tensor:
     σ = 0 gives the discrete delta (1 at the centre, 0 elsewhere): the σ → 0 limit of the
     normalized Gaussian, so blurring with it is the identity.
     """
-    try:
-        sigma = float(sigma)
-    except (TypeError, ValueError) as err:
-        raise TypeError(f"sigma must be a number; got {type(sigma).__name__}") from err
-    if not (math.isfinite(sigma) and sigma >= 0):
-        raise ValueError(f"sigma must be a finite number ≥ 0 (pixels); got {sigma}")
+    sigma = check_real(sigma, "sigma (pixels)", ge=0.0, le=MAX_KERNEL // 6)
     size = 2 * math.ceil(3 * sigma) + 1 if size is None else size
     if isinstance(size, bool) or not isinstance(size, int) or size < 1 or size % 2 == 0:
         raise ValueError(f"kernel size must be an odd integer ≥ 1 (a centred kernel); got {size!r}")
+    if size > MAX_KERNEL:
+        raise ValueError(f"kernel size must be ≤ {MAX_KERNEL} pixels; got {size}")
     r = torch.arange(size, dtype=torch.float64) - (size - 1) / 2
     if sigma == 0:
         return (r[:, None].abs() + r[None, :].abs() == 0).float()
-    k1 = torch.exp(-(r**2) / (2 * sigma**2))
+    k1 = torch.exp(-0.5 * (r / sigma) ** 2)  # not r²/(2σ²): 2σ² underflows for tiny σ
     k = k1[:, None] * k1[None, :]
     return (k / k.sum()).float()
+
+
+def _finite(y: Tensor, what: str) -> Tensor:
+    """``y`` unchanged; ``ValueError`` if it overflowed (images far outside [−1, 1])."""
+    if not bool(torch.isfinite(y).all()):
+        raise ValueError(f"{what} is not finite: the images overflow {y.dtype} (expected [−1, 1])")
+    return y
 
 
 def _check(x: Tensor, name: str = "images") -> None:
@@ -79,7 +85,7 @@ class Degradation:
     """
 
     def __init__(self, task: str, sigma: float = 0.8) -> None:
-        if task not in TASKS:
+        if not isinstance(task, str) or task not in TASKS:
             raise ValueError(f"unknown task {task!r}; choose one of: {', '.join(TASKS)}")
         self.task = task
         self._kernel = gaussian_kernel(sigma)  # validates sigma for every task
@@ -122,6 +128,12 @@ class Degradation:
     def clean(self, x: Tensor) -> Tensor:
         """The deterministic part of H (for inpainting: the masked image, hole = 0)."""
         self.check(x)
+        return _finite(self._clean(x), f"{self.task}(x)")
+
+    def _clean(self, x: Tensor) -> Tensor:
+        if x.dtype in (torch.float16, torch.bfloat16) and x.device.type == "cpu":
+            # half-precision bicubic resampling and convolutions do not exist on the CPU
+            return self._clean(x.float()).to(x.dtype)
         if self.task in ("sr2", "sr4"):
             f = 2 if self.task == "sr2" else 4
             H, W = x.shape[-2:]
@@ -152,7 +164,8 @@ class Degradation:
     ) -> Tensor:
         """The degraded image X1 = H(X0) as a network input (inpainting hole → N(0, 1) noise,
         from ``noise`` if given, else drawn with ``generator``)."""
-        y = self.clean(x)
+        self.check(x)
+        y = self._clean(x)
         if self.task == "inpaint":
             if noise is not None:
                 check_finite(noise, "noise")
@@ -162,16 +175,19 @@ class Degradation:
                     )
             z = noise if noise is not None else noise_like(x, generator)
             y = y + (1 - self.mask(x)) * z.to(x)
-        return y
+        return _finite(y, f"{self.task}(x)")
 
     def adjoint(self, v: Tensor) -> Tensor:
         """:math:`H^\\top v` for a linear H (vector–Jacobian product of :meth:`clean`)."""
         if not (self.linear or self.task == "inpaint"):
             raise ValueError(f"{self.task} is not a linear measurement")
         self.check(v, "v")
+        return _finite(self._adjoint(v), f"the adjoint of {self.task}")
+
+    def _adjoint(self, v: Tensor) -> Tensor:
         x = torch.zeros_like(v, requires_grad=True)
         with torch.enable_grad():
-            (g,) = torch.autograd.grad(self.clean(x), x, grad_outputs=v)
+            (g,) = torch.autograd.grad(self._clean(x), x, grad_outputs=v)
         return g
 
     def project(self, x_hat: Tensor, y: Tensor, step: float = 1.0, iters: int = 1) -> Tensor:
@@ -188,9 +204,8 @@ class Degradation:
             raise ValueError(
                 f"x_hat and y must have the same shape; got {tuple(x_hat.shape)} and {tuple(y.shape)}"
             )
-        if not (math.isfinite(float(step)) and step > 0):
-            raise ValueError(f"step must be a finite number > 0; got {step}")
-        check_count(iters, "iters", 0)
+        step = check_real(step, "step", gt=0.0)
+        check_count(iters, "iters", 0, MAX_SIZE)
         if self.task == "inpaint":
             m = self.mask(x_hat)
             return m * y + (1 - m) * x_hat
@@ -199,13 +214,13 @@ class Degradation:
                 f"{self.task} has no measurement projection (not a linear measurement)"
             )
         for _ in range(iters):
-            x_hat = x_hat + step * self.adjoint(y - self.clean(x_hat))
-        return x_hat
+            x_hat = x_hat + step * self._adjoint(y - self._clean(x_hat))
+        return _finite(x_hat, f"the {self.task} projection (step {step:g}, {iters} iterations)")
 
     def back_project(self, y: Tensor, iters: int = 50) -> Tensor:
         """The measurement-consistent estimate without any network: ``iters`` Landweber steps
         from ``y`` itself (iterative back-projection); for inpainting ``y`` as it is (the
         observed pixels, hole at 0 = mid-grey)."""
         self.check(y, "y")
-        check_count(iters, "iters", 0)
+        check_count(iters, "iters", 0, MAX_SIZE)
         return self.project(y, y, iters=iters) if self.linear else y

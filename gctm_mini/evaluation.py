@@ -32,7 +32,7 @@ from torch import Tensor, nn
 
 from ._optional import require
 from .checkpoint import checkpoint_path, load_checkpoint
-from .validation import check_finite, check_number
+from .validation import check_finite, check_number, mul_pow2
 
 
 class MetricUnavailableError(RuntimeError):
@@ -72,6 +72,11 @@ FEATURE_MIN_SIZE = 17
 
 def _check_images(x: Tensor, name: str, min_size: int = 1) -> None:
     check_finite(x, name)
+    if not x.is_floating_point():
+        raise TypeError(
+            f"{name} must be floating-point images in [−1, 1]; got dtype {x.dtype} "
+            "(convert uint8 images with gctm_mini.images.to_unit_range)"
+        )
     if x.dim() != 4 or x.shape[0] == 0:
         raise ValueError(f"{name} must be a batch of images (N ≥ 1, C, H, W); got {tuple(x.shape)}")
     if min(x.shape[-2:]) < min_size:
@@ -106,14 +111,28 @@ def frechet_distance(fa: Tensor, fb: Tensor) -> float:
             )
     if fa.shape[1] != fb.shape[1]:
         raise ValueError(f"feature sets differ in dimension: {fa.shape[1]} and {fb.shape[1]}")
+    # FD(c·a, c·b) = c²·FD(a, b): compute at unit scale (s = 2^k ≥ max|f|, exact), so that
+    # features at 1e200 (or 1e-200) neither overflow nor underflow
     fa, fb = fa.double(), fb.double()
+    big = max(float(fa.abs().max()), float(fb.abs().max()))
+    k = math.frexp(big)[1] if big > 0 else 0
+    fa, fb = fa * 2.0**-k, fb * 2.0**-k
     mu_a, mu_b = fa.mean(0), fb.mean(0)
-    ca, cb = torch.cov(fa.T), torch.cov(fb.T)
+    ca, cb = torch.cov(fa.T).reshape(fa.shape[1], -1), torch.cov(fb.T).reshape(fb.shape[1], -1)
     # tr((Ca Cb)^{1/2}) via the eigenvalues of Ca^{1/2} Cb Ca^{1/2} (symmetric, PSD)
-    w, v = torch.linalg.eigh(ca)
-    sa = (v * w.clamp_min(0).sqrt()) @ v.T
-    mid = torch.linalg.eigvalsh(sa @ cb @ sa).clamp_min(0).sqrt().sum()
-    return float((mu_a - mu_b).pow(2).sum() + ca.trace() + cb.trace() - 2 * mid)
+    try:
+        w, v = torch.linalg.eigh(ca)
+        sa = (v * w.clamp_min(0).sqrt()) @ v.T
+        m = sa @ cb @ sa
+        mid = torch.linalg.eigvalsh((m + m.T) / 2).clamp_min(0).sqrt().sum()
+    except RuntimeError as err:  # torch.linalg.LinAlgError: no convergence
+        raise ValueError(
+            f"the feature covariances could not be decomposed ({str(err).splitlines()[0][:120]})"
+        ) from None
+    fd = mul_pow2(float((mu_a - mu_b).pow(2).sum() + ca.trace() + cb.trace() - 2 * mid), 2 * k)
+    if not math.isfinite(fd):
+        raise ValueError(f"the Fréchet distance overflows float64 (features up to {big:.3g})")
+    return fd
 
 
 def rfd(generated: Tensor, reference: Tensor) -> float:
@@ -303,8 +322,8 @@ def psnr_ssim(pred: Tensor, target: Tensor) -> tuple[float, float]:
             f"pred and target must have the same shape; got {tuple(pred.shape)} and "
             f"{tuple(target.shape)}"
         )
-    p = pred.detach().clamp(-1, 1).permute(0, 2, 3, 1).cpu().numpy().astype(np.float64)
-    t = target.detach().clamp(-1, 1).permute(0, 2, 3, 1).cpu().numpy().astype(np.float64)
+    p = pred.detach().double().clamp(-1, 1).permute(0, 2, 3, 1).cpu().numpy()
+    t = target.detach().double().clamp(-1, 1).permute(0, 2, 3, 1).cpu().numpy()
     mse = ((p - t) ** 2).reshape(len(p), -1).mean(1)
     ps = [
         math.inf if e == 0 else peak_signal_noise_ratio(a, b, data_range=2.0)

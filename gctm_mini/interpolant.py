@@ -17,7 +17,7 @@ import math
 import torch
 from torch import Tensor
 
-from .validation import as_time, broadcast_time, check_batch
+from .validation import as_time, broadcast_time, check_batch, real_tensor
 
 SIGMA_MIN = 0.002
 """Smallest noise level used in time embeddings and grids (EDM)."""
@@ -36,24 +36,31 @@ def interpolate(x0: Tensor, x1: Tensor, t: Tensor | float) -> Tensor:
     Returns:
         ``(B, *D)``.
     """
-    check_batch(x0, name="x0")
-    check_batch(x1, tuple(x0.shape[1:]), name="x1")
-    if x1.shape[0] != x0.shape[0]:
-        raise ValueError(f"x0 and x1 need the same batch size; got {x0.shape[0]} and {x1.shape[0]}")
+    x0, x1 = _pair(x0, x1)
     tb = broadcast_time(as_time(t, x0.shape[0], x0), x0)
     return (1 - tb) * x0 + tb * x1
 
 
 def conditional_velocity(x0: Tensor, x1: Tensor) -> Tensor:
     r"""Velocity of the straight path, :math:`dx_t/dt = X_1 - X_0` (independent of t)."""
-    check_batch(x0, name="x0")
-    check_batch(x1, tuple(x0.shape[1:]), name="x1")
+    x0, x1 = _pair(x0, x1)
     return x1 - x0
 
 
+def _pair(x0: Tensor, x1: Tensor) -> tuple[Tensor, Tensor]:
+    """Two finite batches of one shape; integer or boolean data as the default float dtype."""
+    check_batch(x0, name="x0")
+    check_batch(x1, tuple(x0.shape[1:]), name="x1")
+    if x1.shape[0] != x0.shape[0]:
+        raise ValueError(f"x0 and x1 need the same batch size; got {x0.shape[0]} and {x1.shape[0]}")
+    as_float = [v if v.is_floating_point() else v.to(torch.get_default_dtype()) for v in (x0, x1)]
+    return as_float[0], as_float[1]
+
+
 def sigma_from_t(t: Tensor | float) -> Tensor:
-    r""":math:`\sigma = t / (1 - t)`; :math:`t = 1` maps to ``inf``."""
-    t = torch.as_tensor(t, dtype=torch.get_default_dtype() if not torch.is_tensor(t) else None)
+    r""":math:`\sigma = t / (1 - t)` for t in [0, 1] (a number, a sequence or a tensor);
+    :math:`t = 1` maps to ``inf``, the exact value. NaN and values outside [0, 1] are refused."""
+    t = real_tensor(t, "t", torch.get_default_dtype())
     if bool(((t < 0) | (t > 1)).any()):
         raise ValueError(
             f"t must lie in [0, 1]; got values in [{float(t.min())}, {float(t.max())}]"
@@ -62,12 +69,11 @@ def sigma_from_t(t: Tensor | float) -> Tensor:
 
 
 def t_from_sigma(sigma: Tensor | float) -> Tensor:
-    r""":math:`t = \sigma / (1 + \sigma)`; ``sigma = inf`` maps to 1."""
-    sigma = torch.as_tensor(
-        sigma, dtype=torch.get_default_dtype() if not torch.is_tensor(sigma) else None
-    )
-    if bool((sigma < 0).any()):
-        raise ValueError("sigma must be ≥ 0")
+    r""":math:`t = \sigma / (1 + \sigma)` for σ ≥ 0 (a number, a sequence or a tensor);
+    ``sigma = inf`` maps to 1. NaN and negative values are refused."""
+    sigma = real_tensor(sigma, "sigma", torch.get_default_dtype(), finite=False)
+    if bool(torch.isnan(sigma).any()) or bool((sigma < 0).any()):
+        raise ValueError("sigma must be ≥ 0 (∞ allowed); got NaN or a negative value")
     return torch.where(torch.isinf(sigma), torch.ones_like(sigma), sigma / (1 + sigma))
 
 

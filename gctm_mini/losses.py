@@ -22,7 +22,15 @@ from torch import Tensor
 
 from .parameterization import FlowMapModel
 from .randomness import Draws
-from .validation import broadcast_time, check_choice, check_finite
+from .timegrid import check_grid
+from .validation import (
+    MAX_SIZE,
+    broadcast_time,
+    check_choice,
+    check_count,
+    check_finite,
+    check_real,
+)
 
 FM_TIME_SAMPLERS = ("lognormal", "uniform", "beta31")
 
@@ -51,8 +59,8 @@ def sample_fm_times(
     ``rng`` (:class:`~gctm_mini.randomness.Draws`) supplies the randomness (default: torch's global RNG).
     """
     check_choice(kind, FM_TIME_SAMPLERS, "FM time sampler")
-    if not 0.0 <= source_prob <= 1.0:
-        raise ValueError(f"source_prob must lie in [0, 1]; got {source_prob}")
+    batch = check_count(batch, "batch", maximum=MAX_SIZE)
+    source_prob = check_real(source_prob, "source_prob", ge=0.0, le=1.0)
     rng = rng or Draws()
     if kind == "lognormal":
         sigma = torch.exp(-1.2 + 1.2 * rng.randn(batch))
@@ -76,11 +84,14 @@ def fm_loss(model: FlowMapModel, x0: Tensor, x1: Tensor, t: Tensor) -> Tensor:
         x0: data ``(B, *D)``; x1: coupled source ``(B, *D)``; t: ``(B,)`` in [0, 1]
             (the loss is finite at t = 0; training draws t in (0, 1]).
 
-    Raises ``ValueError`` (one line) for mismatched shapes, NaN/inf in x0, x1 or t, t outside
-    [0, 1], or tensors on another device than the model; floating inputs of another dtype
-    are cast to the model's. The value checks cost one host–device synchronization.
+    Raises ``ValueError`` (one line) for mismatched shapes, NaN/inf in x0, x1 or t, data
+    beyond :func:`data_limit`, t outside [0, 1], or tensors on another device than the model;
+    floating inputs of another dtype are cast to the model's. The value checks cost one
+    host–device synchronization (:func:`check_loss_inputs`). The loss itself is not checked:
+    from valid inputs it is finite unless the weights diverged, which the training loops
+    detect and report.
     """
-    x0, x1, t = _check_fm_inputs(model, x0, x1, t)
+    x0, x1, t, _ = check_loss_inputs(model, x0, x1, t)
     c = model.coefficients(t, x0)
     tb = broadcast_time(t, x0)
     xt = (1 - tb) * x0 + tb * x1
@@ -90,11 +101,39 @@ def fm_loss(model: FlowMapModel, x0: Tensor, x1: Tensor, t: Tensor) -> Tensor:
     return (pred - target).pow(2).flatten(1).sum(1).mean()
 
 
-def _check_fm_inputs(
-    model: FlowMapModel, x0: Tensor, x1: Tensor, t: Tensor
-) -> tuple[Tensor, Tensor, Tensor]:
-    """Shapes, dtypes and devices without synchronizing; all value checks in one ``bool``."""
-    for name, v in (("x0", x0), ("x1", x1), ("t", t)):
+def data_limit(dtype: torch.dtype) -> float:
+    r"""Largest :math:`|x|` the losses accept for a model computing in ``dtype``:
+    :math:`\text{finfo.max}^{1/4}` (4.3e9 in float32, 1.3e77 in float64). A loss squares
+    residuals of the data's scale divided by :math:`\kappa \ge 10^{-4}`; well inside this
+    bound those squares stay finite, so a non-finite loss always means diverged weights."""
+    return float(torch.finfo(dtype).max) ** 0.25
+
+
+_ABSENT = object()
+"""Default of the arguments a loss does not take (``None`` itself is a bad input)."""
+
+
+def check_loss_inputs(
+    model: FlowMapModel,
+    x0: Tensor,
+    x1: Tensor,
+    t: Tensor = _ABSENT,
+    grid: Tensor = _ABSENT,
+    models: tuple = (),
+) -> tuple[Tensor, Tensor, Tensor | None, Tensor | None]:
+    """The checks every loss makes at its boundary, returning the inputs in the model's dtype.
+
+    Types, shapes and devices are checked without synchronizing; values (x0 and x1 finite with
+    ``|x| ≤`` :func:`data_limit`, ``t`` in [0, 1], ``grid`` ascending from 0 to 1) in one
+    ``bool``, the only synchronization; what is wrong is looked up only on failure. ``models``
+    are further networks the loss evaluates (EMA, teacher), which must share the model's sample
+    shape.
+    """
+    named = [("x0", x0), ("x1", x1)]
+    named += [(k, v) for k, v in (("t", t), ("grid", grid)) if v is not _ABSENT]
+    t = None if t is _ABSENT else t
+    grid = None if grid is _ABSENT else grid
+    for name, v in named:
         if not torch.is_tensor(v):
             raise TypeError(f"{name} must be a torch.Tensor; got {type(v).__name__}")
         if not v.is_floating_point():
@@ -107,18 +146,41 @@ def _check_fm_inputs(
     if x1.shape != x0.shape:
         raise ValueError(f"x1 must have the shape of x0, {tuple(x0.shape)}; got {tuple(x1.shape)}")
     B = x0.shape[0]
-    if t.shape != (B,):
+    if t is not None and t.shape != (B,):
         raise ValueError(f"t must have shape ({B},), one time per sample; got {tuple(t.shape)}")
+    if grid is not None and (grid.dim() != 1 or grid.shape[0] < 2):
+        raise ValueError(f"grid must have shape (N + 1,) with N ≥ 1; got {tuple(grid.shape)}")
+    for other in models:
+        if not isinstance(other, FlowMapModel) or tuple(other.data_shape) != shape:
+            got = getattr(other, "data_shape", type(other).__name__)
+            raise ValueError(
+                f"every network of the loss must be a FlowMapModel of sample shape {shape}; got {got}"
+            )
     ref = model._weights_like()
-    for name, v in (("x0", x0), ("x1", x1), ("t", t)):
+    for name, v in named:
         if v.device != ref.device:
             raise ValueError(f"{name} is on {v.device} but the model is on {ref.device}")
-    ok = torch.isfinite(x0).all() & torch.isfinite(x1).all() & ((t >= 0) & (t <= 1)).all()
+    lim = data_limit(ref.dtype)
+    ok = (x0.abs() <= lim).all() & (x1.abs() <= lim).all()  # False for NaN as well
+    if t is not None:
+        ok = ok & ((t >= 0) & (t <= 1)).all()
+    if grid is not None:
+        ok = ok & (grid[1:] > grid[:-1]).all() & (grid[0] == 0) & (grid[-1] == 1)
     if not bool(ok):  # the only synchronization; find what is wrong only on failure
-        check_finite(x0, "x0")
-        check_finite(x1, "x1")
+        for name, v in (("x0", x0), ("x1", x1)):
+            check_finite(v, name)
+            if float(v.abs().max()) > lim:
+                raise ValueError(
+                    f"{name} has values up to {float(v.abs().max()):.3g}; the losses take "
+                    f"|x| ≤ {lim:.3g} for a {ref.dtype} model (rescale the data)"
+                )
+        if grid is not None:
+            check_grid(grid)
+        if t is None:  # cannot happen: a check above failed
+            raise ValueError("the loss inputs failed their checks")
         check_finite(t, "t")
         raise ValueError(
             f"t must lie in [0, 1]; got values in [{float(t.min()):.4g}, {float(t.max()):.4g}]"
         )
-    return x0.to(ref.dtype), x1.to(ref.dtype), t.to(ref.dtype)
+    cast = [v.to(ref.dtype) if v is not None else None for v in (x0, x1, t, grid)]
+    return cast[0], cast[1], cast[2], cast[3]

@@ -20,19 +20,60 @@ import ot
 import torch
 from torch import Tensor
 
-from .validation import check_batch, check_choice, check_count, check_finite
+from .validation import (
+    MAX_SIZE,
+    check_batch,
+    check_choice,
+    check_count,
+    check_finite,
+    mul_pow2,
+    real_tensor,
+)
+
+
+def _data(data):
+    """A data set ``data(n, generator)``: a callable as it is, or a data set name."""
+    if isinstance(data, str):
+        from .data2d import make_dataset
+
+        return make_dataset(data)
+    if not callable(data):
+        raise TypeError(
+            f"data must be a data set name or a callable data(n, generator); got {data!r}"
+        )
+    return data
 
 
 def w2(x: Tensor, y: Tensor) -> float:
     """Exact 2-Wasserstein distance between the empirical measures of ``x: (n, d)`` and ``y: (m, d)``."""
     check_batch(x, name="x")
     check_batch(y, tuple(x.shape[1:]), name="y")
-    a = x.detach().flatten(1).double().cpu().numpy()
-    b = y.detach().flatten(1).double().cpu().numpy()
-    M = ot.dist(a, b)  # squared Euclidean
+    a, b, scale = _rescaled(x, y)
+    M = ot.dist(a.numpy(), b.numpy())  # squared Euclidean
     n, m = len(a), len(b)
     cost = ot.emd2(np.full(n, 1 / n), np.full(m, 1 / m), M, numItermax=max(100_000, 50 * n * m))
-    return float(np.sqrt(max(cost, 0.0)))
+    return _unscaled(float(np.sqrt(max(cost, 0.0))), scale, "w2")
+
+
+def _rescaled(x: Tensor, y: Tensor) -> tuple[Tensor, Tensor, float]:
+    """``(x/s, y/s, s)`` in float64 on the CPU, flattened, with ``s = 2^k ≥ max|x|, max|y|``
+    (exact) and both sets shifted by their joint mean: the distances of this module scale
+    with s and ignore a common shift, so they can be computed at unit scale, without the
+    overflow (or underflow) of squaring data at 1e200 (or 1e-200)."""
+    a = x.detach().flatten(1).double().cpu()
+    b = y.detach().flatten(1).double().cpu()
+    big = max(float(a.abs().max()), float(b.abs().max()))
+    k = math.frexp(big)[1] if big > 0 else 0
+    a, b = a * 2.0**-k, b * 2.0**-k
+    mid = torch.cat([a, b]).mean(0)
+    return a - mid, b - mid, k
+
+
+def _unscaled(value: float, k: int, what: str) -> float:
+    out = mul_pow2(value, k)
+    if not math.isfinite(out):
+        raise ValueError(f"{what} = {value:.6g} × 2^{k} overflows float64; rescale the data")
+    return out
 
 
 def sliced_w2(x: Tensor, y: Tensor, n_proj: int = 512, seed: int = 0) -> float:
@@ -43,14 +84,16 @@ def sliced_w2(x: Tensor, y: Tensor, n_proj: int = 512, seed: int = 0) -> float:
         raise ValueError(
             f"sliced_w2 needs equal sample sizes; got {x.shape[0]} and {y.shape[0]} points"
         )
-    check_count(n_proj, "n_proj")
+    n_proj = check_count(n_proj, "n_proj", maximum=MAX_SIZE)
+    seed = check_count(seed, "seed", 0, 2**63 - 1)
     g = torch.Generator().manual_seed(seed)
     d = x[0].numel()
     theta = torch.randn(d, n_proj, generator=g, dtype=torch.float64)
     theta = theta / theta.norm(dim=0, keepdim=True)
-    px = (x.detach().flatten(1).double().cpu() @ theta).sort(0).values
-    py = (y.detach().flatten(1).double().cpu() @ theta).sort(0).values
-    return float((px - py).pow(2).mean().sqrt())
+    a, b, scale = _rescaled(x, y)
+    px = (a @ theta).sort(0).values
+    py = (b @ theta).sort(0).values
+    return _unscaled(float((px - py).pow(2).mean().sqrt()), scale, "sliced_w2")
 
 
 def mmd2(x: Tensor, y: Tensor, bandwidths: Sequence[float] = (0.1, 0.2, 0.5, 1.0, 2.0)) -> float:
@@ -66,14 +109,15 @@ def mmd2(x: Tensor, y: Tensor, bandwidths: Sequence[float] = (0.1, 0.2, 0.5, 1.0
             f"mmd2 needs at least 2 points per set (it averages over distinct pairs); "
             f"got {x.shape[0]} and {y.shape[0]}"
         )
-    bandwidths = [float(h) for h in bandwidths]
-    if not bandwidths or not all(math.isfinite(h) and h > 0 for h in bandwidths):
-        raise ValueError(f"bandwidths must be finite numbers > 0 (at least one); got {bandwidths}")
+    hs = real_tensor(bandwidths, "bandwidths", torch.float64).reshape(-1).tolist()
+    if not hs or not all(h > 0 for h in hs):
+        raise ValueError(f"bandwidths must be finite numbers > 0 (at least one); got {hs}")
+    bandwidths = hs
     a, b = x.detach().flatten(1).double().cpu(), y.detach().flatten(1).double().cpu()
 
-    def k(u: Tensor, v: Tensor) -> Tensor:
-        d2 = torch.cdist(u, v).pow(2)
-        return sum(torch.exp(-d2 / (2 * h * h)) for h in bandwidths)
+    def k(u: Tensor, v: Tensor) -> Tensor:  # exact differences: no cancellation at any scale
+        d = torch.cdist(u, v, compute_mode="donot_use_mm_for_euclid_dist")
+        return sum(torch.exp(-0.5 * (d / h) ** 2) for h in bandwidths)  # no h² underflow
 
     n, m = len(a), len(b)
     kxx, kyy, kxy = k(a, a), k(b, b), k(a, b)
@@ -95,6 +139,9 @@ def straightness(path: Tensor, times: Tensor) -> float:
     the discrete form of Liu et al.'s :math:`\int_0^1 E\|(X_1 - X_0) - v(x_t, t)\|^2 dt` along
     the trajectories. A straight path can be integrated exactly by one Euler step.
     """
+    for name, v in (("path", path), ("times", times)):
+        if not torch.is_tensor(v):
+            raise TypeError(f"{name} must be a torch.Tensor; got {type(v).__name__}")
     if path.dim() < 3 or times.shape != (path.shape[0],) or path.shape[0] < 2:
         raise ValueError(
             f"path must be (K + 1, B, *D) with K ≥ 1 and times (K + 1,); got path "
@@ -102,16 +149,32 @@ def straightness(path: Tensor, times: Tensor) -> float:
         )
     check_finite(path, "path")
     check_finite(times, "times")
+    times = times.double()
     d = times[1:] - times[:-1]
     if not (bool((d > 0).all()) or bool((d < 0).all())):
         raise ValueError(f"times must be strictly monotone; got {times.tolist()}")
+    if path.shape[1] == 0:
+        raise ValueError("path holds no trajectories (B = 0)")
+    # S(c·x) = c²·S(x), and S scales like 1/|t_K − t_0|: compute at unit scale, then rescale
     p = path.detach().flatten(2).double().cpu()
+    big = float(p.abs().max())
+    k = math.frexp(big)[1] if big > 0 else 0
+    p = p * 2.0**-k
     tt = times.detach().double().cpu()
+    span = float((tt[-1] - tt[0]).abs())
+    tt = tt / span
     h = tt[1:] - tt[:-1]
     u = (p[1:] - p[:-1]) / h[:, None, None]
     chord = (p[-1] - p[0]) / (tt[-1] - tt[0])
     dev = (u - chord[None]).pow(2).sum(-1)  # (K, B)
-    return float((h.abs()[:, None] * dev).sum(0).mean() / (tt[-1] - tt[0]).abs())
+    value = float((h.abs()[:, None] * dev).sum(0).mean())
+    out = mul_pow2(value, 2 * k) / span
+    if not math.isfinite(out):
+        raise ValueError(
+            f"straightness overflows float64 (path values up to {big:.3g} over a time span of "
+            f"{span:.3g}); rescale the path or the times"
+        )
+    return out
 
 
 METRICS: dict[str, Callable[[Tensor, Tensor], float]] = {
@@ -137,8 +200,9 @@ def floor_values(
     ``n`` ≥ 1 (≥ 2 for ``mmd2``).
     """
     check_choice(metric, METRICS, "metric")
-    check_count(seeds, "seeds")
-    check_count(n, "n", 2 if metric == "mmd2" else 1)
+    check_count(seeds, "seeds", maximum=MAX_SIZE)
+    check_count(n, "n", 2 if metric == "mmd2" else 1, MAX_SIZE)
+    data = _data(data)
     vals = []
     for k in range(seeds):
         g = torch.Generator().manual_seed(base_seed + k)
@@ -160,8 +224,13 @@ def data_floor(
 
 def mean_std(values: Sequence[float]) -> tuple[float, float]:
     """Mean and (population) standard deviation of a list of per-seed results."""
-    v = np.asarray(values, dtype=np.float64)
-    return float(v.mean()), float(v.std())
+    v = real_tensor(values, "values", torch.float64).reshape(-1)
+    if v.numel() == 0:
+        raise ValueError("mean_std needs at least one value")
+    mean, std = float(v.mean()), float(v.std(unbiased=False))
+    if not (math.isfinite(mean) and math.isfinite(std)):
+        raise ValueError(f"the mean or spread of {v.numel()} values overflows float64")
+    return mean, std
 
 
 def format_pm(mean: float, std: float, digits: int = 3) -> str:
@@ -229,12 +298,16 @@ def quality_by_nfe(
     recomputing it.
     """
     check_choice(metric, METRICS, "metric")
-    check_count(seeds, "seeds")
-    check_count(n, "n", 2 if metric == "mmd2" else 1)
+    check_count(seeds, "seeds", maximum=MAX_SIZE)
+    check_count(n, "n", 2 if metric == "mmd2" else 1, MAX_SIZE)
+    if isinstance(nfes, str | bytes) or not isinstance(nfes, Sequence | torch.Tensor):
+        raise TypeError(f"nfes must be a list of NFEs, e.g. [1, 2, 4]; got {nfes!r}")
     if len(nfes) == 0:
         raise ValueError("nfes must list at least one NFE")
-    for k in nfes:
-        check_count(k, "every NFE")
+    nfes = [check_count(k, "every NFE", maximum=MAX_SIZE) for k in list(nfes)]
+    if not callable(sampler):
+        raise TypeError(f"sampler must be a callable sampler(x1, nfe); got {sampler!r}")
+    data = _data(data)
     fn = METRICS[metric]
     per: dict[int, list[float]] = {int(k): [] for k in nfes}
     for k in range(seeds):
@@ -244,6 +317,12 @@ def quality_by_nfe(
         for nfe in per:
             with torch.no_grad():
                 out = sampler(x1, nfe)
+            if not torch.is_tensor(out) or out.shape != ref.shape:
+                got = tuple(out.shape) if torch.is_tensor(out) else type(out).__name__
+                raise ValueError(
+                    f"the sampler must return {tuple(ref.shape)} at NFE {nfe}; got {got}"
+                )
+            check_finite(out, f"the sampler's output at NFE {nfe}")
             per[nfe].append(fn(out, ref))
     if floor is None:
         floor, floor_std = mean_std(floor_values(data, n, seeds, metric, base_seed))

@@ -31,7 +31,7 @@ import torch
 from torch import Tensor, nn
 
 from .interpolant import SIGMA_MAX, SIGMA_MIN, log_sigma_clamped
-from .validation import as_time, broadcast_time, check_batch, check_order
+from .validation import as_time, broadcast_time, check_batch, check_order, check_real
 
 
 @dataclass
@@ -56,18 +56,31 @@ class CouplingMoments:
         """
         check_batch(x0, name="x0")
         check_batch(x1, tuple(x0.shape[1:]), name="x1")
+        if x0.shape[0] != x1.shape[0]:
+            raise ValueError(
+                f"x0 and x1 need equal batch sizes; got {x0.shape[0]} and {x1.shape[0]}"
+            )
         if x0.shape[0] < 2:
             raise ValueError("need at least two pairs to estimate moments")
+        eps = check_real(eps, "eps", ge=0.0)
         a = x0.double() - x0.double().mean(0)
         b = x1.double() - x1.double().mean(0)
         v0, v1, v01 = a.pow(2).mean(0), b.pow(2).mean(0), (a * b).mean(0)
         if not per_coordinate:
             v0, v1, v01 = v0.mean(), v1.mean(), v01.mean()
-        return cls(v0.float(), (v1 + eps**2).float(), v01.float())
+        out = (v0.float(), (v1 + torch.tensor(eps, dtype=torch.float64) ** 2).float(), v01.float())
+        if not all(bool(torch.isfinite(v).all()) for v in out):
+            raise ValueError(
+                "the coupling moments overflow float32 (data or eps beyond about 1e19); "
+                "rescale the data"
+            )
+        return cls(*out)
 
     def as_tensors(self) -> tuple[Tensor, Tensor, Tensor]:
         return tuple(torch.as_tensor(v, dtype=torch.float32) for v in (self.v0, self.v1, self.v01))
 
+
+_NO_S = object()  # FlowMapModel._check without an s (velocity)
 
 KAPPA_FLOOR = 1e-4
 """Lower bound on κ = c_out / t (only reached by a deterministic coupling such as X1 = X0)."""
@@ -142,6 +155,8 @@ class FlowMapModel(nn.Module):
                     f"moment {name} of shape {tuple(v.shape)} does not broadcast to {self.data_shape}"
                 ) from err
             self.register_buffer(name, v)
+        if not all(bool(torch.isfinite(v).all()) for v in (self.v0, self.v1, self.v01)):
+            raise ValueError("moments v0, v1, v01 must be finite")
         if bool((self.v0 <= 0).any()) or bool((self.v1 < 0).any()):
             raise ValueError("moments need v0 > 0 and v1 ≥ 0")
 
@@ -202,12 +217,20 @@ class FlowMapModel(nn.Module):
                 f"move one of them (e.g. {name}.to({str(ref.device)!r}))"
             )
         check_batch(x, self.data_shape, name)
-        return x if x.dtype == ref.dtype else x.to(ref.dtype)
+        if x.dtype == ref.dtype:
+            return x
+        xm = x.to(ref.dtype)
+        if not bool(torch.isfinite(xm).all()):
+            raise ValueError(
+                f"{name} has values up to {float(x.abs().max()):.3g}, beyond the range of "
+                f"{ref.dtype}, in which the model computes"
+            )
+        return xm
 
-    def _check(self, x: Tensor, t, s=None):
+    def _check(self, x: Tensor, t, s=_NO_S):
         x = self.prepare(x)
         t = as_time(t, x.shape[0], x, "t")
-        if s is None:
+        if s is _NO_S:
             return x, t
         s = as_time(s, x.shape[0], x, "s")
         if not self.bidirectional:
@@ -219,19 +242,33 @@ class FlowMapModel(nn.Module):
 
         Returned in ``x``'s dtype (computed in the model's, see :meth:`prepare`)."""
         xm, t, s = self._check(x, t, s)
-        return self._g(xm, t, s).to(x.dtype)
+        return self._finite(self._g(xm, t, s), x, "g(x, t, s)")
 
     def G(self, x: Tensor, t: Tensor | float, s: Tensor | float) -> Tensor:
         """Flow map :math:`G_\\theta(x, t, s)` for :math:`0 \\le s \\le t \\le 1` (any s, t if
         bidirectional); ``(B, *D)`` in ``x``'s dtype."""
         xm, t, s = self._check(x, t, s)
-        return self._G(xm, t, s).to(x.dtype)
+        return self._finite(self._G(xm, t, s), x, "G(x, t, s)")
 
     def velocity(self, x: Tensor, t: Tensor | float) -> Tensor:
         """Learned velocity :math:`v_\\theta(x, t) = (x - g_\\theta(x, t, t)) / t` (finite at t = 0),
         in ``x``'s dtype."""
         xm, t = self._check(x, t)
-        return self._velocity(xm, t).to(x.dtype)
+        return self._finite(self._velocity(xm, t), x, "velocity(x, t)")
+
+    def _finite(self, out: Tensor, x: Tensor, what: str) -> Tensor:
+        """``out`` in ``x``'s dtype; ``ValueError`` if it is not finite (an overflow from a
+        huge ``x``, a result beyond ``x``'s dtype, or non-finite weights), never NaN/inf."""
+        out = out.to(x.dtype)
+        if not bool(torch.isfinite(out).all()):
+            weights_ok = all(bool(torch.isfinite(p).all()) for p in self.parameters())
+            cause = (
+                f"|x| up to {float(x.abs().max()):.3g} overflows {out.dtype}"
+                if weights_ok
+                else "the model's weights hold NaN/inf"
+            )
+            raise ValueError(f"{what} is not finite: {cause}")
+        return out
 
     def forward(self, x: Tensor, t: Tensor | float, s: Tensor | float) -> Tensor:
         return self.G(x, t, s)

@@ -51,7 +51,6 @@ the diffusion-posterior-sampling correction
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Sequence
 
 import torch
@@ -61,7 +60,7 @@ from .degradations import Degradation
 from .parameterization import FlowMapModel
 from .randomness import noise_like
 from .timegrid import uniform_grid
-from .validation import check_count
+from .validation import MAX_SIZE, check_count, check_real
 
 START_TIMES = (0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0)
 """Candidate start times t₀ for :func:`choose_start_time`."""
@@ -89,10 +88,9 @@ def restore_supervised(
     """
     from .sampling import sample_multistep
 
-    check_count(nfe, "nfe")
-    check_count(iters, "iters", 0)
-    if not (math.isfinite(float(eps)) and eps >= 0):
-        raise ValueError(f"eps must be a finite number ≥ 0; got {eps}")
+    check_count(nfe, "nfe", maximum=MAX_SIZE)
+    check_count(iters, "iters", 0, MAX_SIZE)
+    eps = check_real(eps, "eps", ge=0.0)
     _check_measurement(model, y_input, consistency, "y_input")
     x1 = y_input
     if eps > 0:
@@ -110,7 +108,8 @@ def trajectory_start(
     r""":math:`x_{t_0}` for zero-shot restoration: pure source noise at ``t_start = 1``, else
     :math:`(1 - t_0)\,\Pi^\infty_y(y) + t_0 z` with the back-projected measurement
     (:meth:`~gctm_mini.degradations.Degradation.back_project`)."""
-    _check_t_start(t_start)
+    t_start = _check_t_start(t_start)
+    _check_op(op)
     op.check(y, "y")
     z = noise_like(y, generator)
     if t_start == 1.0:
@@ -143,11 +142,11 @@ def zero_shot_restore(
 
     ``y`` must be a finite batch with the model's sample shape that ``op`` accepts.
     """
-    check_count(nfe, "nfe")
-    check_count(final_iters, "final_iters", 0)
-    if not (math.isfinite(float(eta)) and 0.0 <= eta <= 1.0):
-        raise ValueError(f"eta must lie in [0, 1] (the fresh-noise fraction); got {eta}")
-    _check_t_start(t_start)
+    check_count(nfe, "nfe", maximum=MAX_SIZE)
+    check_count(final_iters, "final_iters", 0, MAX_SIZE)
+    eta = check_real(eta, "eta (the fresh-noise fraction)", ge=0.0, le=1.0)
+    t_start = _check_t_start(t_start)
+    _check_op(op)
     _check_measurement(model, y, op, "y")
     times = uniform_grid(nfe, t_start, dtype=y.dtype).to(y.device)
     x = trajectory_start(op, y, t_start, generator)
@@ -180,10 +179,10 @@ def dps_ode(
     costs one network evaluation plus its backward pass. ``t_start`` as in
     :func:`zero_shot_restore`; ``nfe`` ≥ 1; ``zeta`` finite and ≥ 0.
     """
-    check_count(nfe, "nfe")
-    if not (math.isfinite(float(zeta)) and zeta >= 0):
-        raise ValueError(f"zeta must be a finite number ≥ 0; got {zeta}")
-    _check_t_start(t_start)
+    check_count(nfe, "nfe", maximum=MAX_SIZE)
+    zeta = check_real(zeta, "zeta", ge=0.0)
+    t_start = _check_t_start(t_start)
+    _check_op(op)
     _check_measurement(model, y, op, "y")
     times = uniform_grid(nfe, t_start, dtype=y.dtype).to(y.device)
     x = trajectory_start(op, y, t_start, generator)
@@ -197,6 +196,8 @@ def dps_ode(
             (grad,) = torch.autograd.grad(resid.sum(), x)
         with torch.no_grad():
             x = x + (tn - t) * v - zeta * grad
+    if not bool(torch.isfinite(x).all()):
+        raise ValueError(f"the DPS iterate is not finite (zeta = {zeta:g} too large?)")
     return x.detach()
 
 
@@ -229,22 +230,25 @@ def restoration_table(
     return {name: psnr_ssim(x, target) for name, x in restored.items()}
 
 
-def _check_t_start(t_start: float) -> None:
-    try:
-        ok = 0.0 < float(t_start) <= 1.0
-    except (TypeError, ValueError):
-        ok = False
-    if not ok:
-        raise ValueError(f"t_start must lie in (0, 1]; got {t_start!r}")
+def _check_t_start(t_start: float) -> float:
+    return check_real(t_start, "t_start", gt=0.0, le=1.0)
+
+
+def _check_op(op) -> None:
+    if not isinstance(op, Degradation):
+        raise TypeError(f"op must be a Degradation (e.g. Degradation('sr2')); got {op!r}")
 
 
 def _check_measurement(model: FlowMapModel, y: Tensor, op: Degradation | None, name: str) -> None:
     """``y`` is a measurement the operator accepts, shaped like the model's samples."""
     if op is not None:
+        _check_op(op)
         op.check(y, name)
     shape = tuple(getattr(model, "data_shape", ()) or ())
-    if shape and tuple(y.shape[1:]) != shape:
+    if shape and torch.is_tensor(y) and tuple(y.shape[1:]) != shape:
         raise ValueError(
             f"{name} must have the model's sample shape (B, {', '.join(map(str, shape))}); "
             f"got {tuple(y.shape)}"
         )
+    if isinstance(model, FlowMapModel):
+        model.prepare(y, name)

@@ -29,14 +29,16 @@ Gaussian source under the independent coupling (tested). γ = 0: deterministic j
 
 from __future__ import annotations
 
+import numbers
+
 import torch
 from torch import Tensor
 
 from .parameterization import FlowMapModel
 from .randomness import noise_like
 from .solvers import integrate, steps_for_nfe
-from .timegrid import edm_times, uniform_grid
-from .validation import check_batch, check_choice
+from .timegrid import MAX_INTERVALS, edm_times, uniform_grid
+from .validation import check_batch, check_choice, check_count, check_real, real_tensor
 
 SAMPLERS = ("euler", "heun", "flowmap", "gamma")
 
@@ -70,11 +72,9 @@ def sample_multistep(model: FlowMapModel, x1: Tensor, times: Tensor | list[float
 
     ``times`` may be an int K: K equal jumps (NFE = K). ``model`` is anything with ``G``.
     """
-    check_batch(x1, getattr(model, "data_shape", None), "x1")
-    if isinstance(times, int):
-        times = uniform_grid(times)
-    times = torch.as_tensor(times, dtype=x1.dtype, device=x1.device)
-    if times.dim() != 1 or times.shape[0] < 2 or bool((times[1:] >= times[:-1]).any()):
+    _check_state(model, x1, "x1")
+    times = _times(times, x1)
+    if bool((times[1:] >= times[:-1]).any()):
         raise ValueError("times must be a strictly descending list of at least two times")
     x = x1
     for k in range(times.shape[0] - 1):
@@ -83,14 +83,37 @@ def sample_multistep(model: FlowMapModel, x1: Tensor, times: Tensor | list[float
 
 
 def _times(times, like: Tensor) -> Tensor:
-    if isinstance(times, int):
-        times = uniform_grid(times)
-    times = torch.as_tensor(times, dtype=like.dtype, device=like.device)
+    """``times`` (an int K for K equal jumps from 1 to 0, a list or a tensor) as a 1-D tensor
+    of at least two finite times in [0, 1], in ``like``'s floating dtype and on its device."""
+    if isinstance(times, numbers.Integral) and not isinstance(times, bool):
+        times = uniform_grid(check_count(times, "times (a number of jumps)", maximum=MAX_INTERVALS))
+    times = real_tensor(times, "times")
     if times.dim() != 1 or times.shape[0] < 2:
-        raise ValueError("times must be a list of at least two times")
+        raise ValueError(
+            f"times must be a list of at least two times; got shape {tuple(times.shape)}"
+        )
     if bool(((times < 0) | (times > 1)).any()):
-        raise ValueError("times must lie in [0, 1]")
-    return times
+        raise ValueError(f"times must lie in [0, 1]; got {times.tolist()}")
+    dtype = like.dtype if like.is_floating_point() else torch.float32
+    return times.to(dtype=dtype, device=like.device)
+
+
+def _check_state(model, x: Tensor, name: str) -> Tensor:
+    """``x`` is a finite floating batch of ``model``'s sample shape."""
+    check_batch(x, getattr(model, "data_shape", None), name)
+    if not x.is_floating_point():
+        raise TypeError(f"{name} must be a floating-point tensor; got dtype {x.dtype}")
+    return x
+
+
+def _check_t_start(t_start: float) -> float:
+    return check_real(t_start, "t_start", gt=0.0, lt=1.0)
+
+
+def _finite(x: Tensor, what: str) -> Tensor:
+    if not bool(torch.isfinite(x).all()):
+        raise ValueError(f"{what} is not finite: the state overflowed {x.dtype}")
+    return x
 
 
 @torch.no_grad()
@@ -112,8 +135,8 @@ def gamma_sampling(
     Returns:
         the state at ``times[-1]``.
     """
-    if not 0.0 <= gamma <= 1.0:
-        raise ValueError(f"gamma must lie in [0, 1]; got {gamma}")
+    gamma = check_real(gamma, "gamma", ge=0.0, le=1.0)
+    _check_state(model, x, "x")
     times = _times(times, x)
     if bool((times[1:] >= times[:-1]).any()):
         raise ValueError("gamma_sampling needs strictly descending times")
@@ -128,7 +151,7 @@ def gamma_sampling(
         x = model.G(x, t, s)
         z = noise_like(x, generator)
         x = (1 - tn) * (x / (1 - s) + gamma * sig_n * z)
-    return x
+    return _finite(x, "the γ-sampling state")
 
 
 @torch.no_grad()
@@ -146,10 +169,13 @@ def bcm_invert(
     t = 1. ``times`` (ascending, ending at 1) or an int K for K jumps on the EDM ρ-grid from
     t_0 to 1 (:func:`~gctm_mini.timegrid.edm_times`; BCM's own inversion uses σ 0.07 → 15 → 80).
     """
-    if not model.bidirectional:
+    if not getattr(model, "bidirectional", False):
         raise ValueError("inversion needs a bidirectional model (method 'bcm')")
-    if isinstance(times, int):
-        times = edm_times(times, t_start, model.sigma_max)
+    _check_state(model, x0, "x0")
+    t_start = _check_t_start(t_start)
+    if isinstance(times, numbers.Integral) and not isinstance(times, bool):
+        k = check_count(times, "times (a number of jumps)", maximum=MAX_INTERVALS)
+        times = edm_times(k, t_start, model.sigma_max)
     times = _times(times, x0)
     if bool((times[1:] <= times[:-1]).any()):
         raise ValueError("inversion times must be strictly ascending")
@@ -173,7 +199,10 @@ def bcm_round_trip(
 
     Returns ``(latent, reconstruction)``; the reconstruction error shrinks as k grows.
     """
-    times = edm_times(k, t_start, model.sigma_max).to(x0.device)
+    if not getattr(model, "bidirectional", False):
+        raise ValueError("inversion needs a bidirectional model (method 'bcm')")
+    k = check_count(k, "k", maximum=MAX_INTERVALS)
+    times = edm_times(k, _check_t_start(t_start), model.sigma_max).to(x0.device)
     z = bcm_invert(model, x0, times, t_start, generator)
     back = times.flip(0).clone()
     back[-1] = 0.0
@@ -194,12 +223,17 @@ def bcm_zigzag(
     (0, 1)): noise slightly to :math:`t_0` = ``t_start``, invert with the network
     :math:`x = G(\cdot, t_0, t_k)` and denoise :math:`\hat x_0 = G(x, t_k, 0)`. NFE = 1 + 2·len(times).
     """
-    if not model.bidirectional:
+    if not getattr(model, "bidirectional", False):
         raise ValueError("zigzag sampling needs a bidirectional model (method 'bcm')")
-    x = model.G(x1, 1.0, 0.0)
-    for tk in times:
+    t_start = _check_t_start(t_start)
+    times = real_tensor(times, "times")
+    if times.dim() > 1:
+        raise ValueError(f"times must be a list of times; got shape {tuple(times.shape)}")
+    for tk in times.reshape(-1).tolist():
         if not t_start < tk < 1:
             raise ValueError(f"zigzag times must lie in (t_start, 1); got {tk}")
+    x = model.G(x1, 1.0, 0.0)
+    for tk in times.reshape(-1).tolist():
         z = noise_like(x, generator)
         x = (1 - t_start) * x + t_start * z
         x = model.G(model.G(x, t_start, tk), tk, 0.0)
@@ -222,6 +256,15 @@ def bcm_interpolate(
     :math:`z_\lambda = \frac{\sin((1-\lambda)\Omega)}{\sin\Omega} z_a + \frac{\sin(\lambda\Omega)}{\sin\Omega} z_b`
     keeps the Gaussian norm. Returns ``(K, B, *D)``.
     """
+    _check_state(model, xa, "xa")
+    _check_state(model, xb, "xb")
+    if xa.shape != xb.shape:
+        raise ValueError(
+            f"xa and xb must have one shape; got {tuple(xa.shape)} and {tuple(xb.shape)}"
+        )
+    weights = real_tensor(weights, "weights").reshape(-1)
+    inv_steps = check_count(inv_steps, "inv_steps", maximum=MAX_INTERVALS)
+    gen_steps = check_count(gen_steps, "gen_steps", maximum=MAX_INTERVALS)
     g = torch.Generator().manual_seed(0)
     za = bcm_invert(model, xa, inv_steps, t_start, g)
     zb = bcm_invert(model, xb, inv_steps, t_start, g)
@@ -254,6 +297,7 @@ def make_sampler(model: FlowMapModel, kind: str, gamma: float = 0.0):
     the learned ODE.
     """
     check_choice(kind, SAMPLERS, "sampler")
+    gamma = check_real(gamma, "gamma", ge=0.0, le=1.0)
     if kind == "flowmap":
         return lambda x1, nfe: sample_multistep(model, x1, nfe)
     if kind == "gamma":

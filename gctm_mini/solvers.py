@@ -17,7 +17,14 @@ from collections.abc import Callable
 import torch
 from torch import Tensor
 
-from .validation import broadcast_time, check_batch, check_choice
+from .validation import (
+    MAX_SIZE,
+    broadcast_time,
+    check_batch,
+    check_choice,
+    check_count,
+    check_finite,
+)
 
 VelocityFn = Callable[[Tensor, Tensor], Tensor]
 """``v(x: (B, *D), t: (B,)) -> (B, *D)``."""
@@ -28,7 +35,7 @@ METHODS = ("euler", "heun")
 def _step(v: VelocityFn, x: Tensor, t: Tensor, t_next: Tensor, method: str) -> Tensor:
     """One step from per-sample ``t: (B,)`` to ``t_next: (B,)``."""
     h = broadcast_time(t_next - t, x)
-    d = v(x, t)
+    d = _velocity_of(v, x, t)
     x_euler = x + h * d
     if method == "euler":
         return x_euler
@@ -36,14 +43,24 @@ def _step(v: VelocityFn, x: Tensor, t: Tensor, t_next: Tensor, method: str) -> T
     if not bool(corr.any()):
         return x_euler
     out = x_euler.clone()
-    d2 = v(x_euler[corr], t_next[corr])
+    d2 = _velocity_of(v, x_euler[corr], t_next[corr])
     out[corr] = x[corr] + 0.5 * h[corr] * (d[corr] + d2)
     return out
+
+
+def _velocity_of(v: VelocityFn, x: Tensor, t: Tensor) -> Tensor:
+    """``v(x, t)``, refused with one line if it is not a tensor of ``x``'s shape."""
+    d = v(x, t)
+    if not torch.is_tensor(d) or d.shape != x.shape:
+        got = tuple(d.shape) if torch.is_tensor(d) else type(d).__name__
+        raise ValueError(f"the velocity must return the state's shape {tuple(x.shape)}; got {got}")
+    return d
 
 
 def nfe_of(times: Tensor, method: str) -> int:
     """Number of velocity evaluations of :func:`integrate` on ``times``."""
     check_choice(method, METHODS, "ODE method")
+    times = _check_grid(times)
     K = times.shape[0] - 1
     if method == "euler":
         return K
@@ -53,8 +70,7 @@ def nfe_of(times: Tensor, method: str) -> int:
 def steps_for_nfe(nfe: int, method: str) -> int:
     """Largest number of steps whose cost (ending at t = 0) is ≤ ``nfe`` evaluations."""
     check_choice(method, METHODS, "ODE method")
-    if nfe < 1:
-        raise ValueError(f"nfe must be ≥ 1; got {nfe}")
+    nfe = check_count(nfe, "nfe", maximum=MAX_SIZE)
     return nfe if method == "euler" else (nfe + 1) // 2
 
 
@@ -77,7 +93,8 @@ def integrate(
         return_path: also return the states at every grid time, ``(K + 1, B, *D)``.
 
     Returns:
-        state at ``times[-1]`` (and the path if asked).
+        state at ``times[-1]`` (and the path if asked). A solution that is not finite (the
+        velocity returned NaN/inf, or the state overflowed its dtype) raises ``ValueError``.
     """
     check_choice(method, METHODS, "ODE method")
     _check_state(x)
@@ -90,7 +107,9 @@ def integrate(
         x = _step(v, x, t, tn, method)
         if path is not None:
             path.append(x)
-    return (x, torch.stack(path)) if path is not None else x
+    out = (x, torch.stack(path)) if path is not None else x
+    _check_solution(out[1] if path is not None else x)
+    return out
 
 
 def integrate_per_sample(
@@ -114,7 +133,10 @@ def integrate_per_sample(
         start_idx, end_idx: ``(B,)`` integer indices into ``grid``.
 
     Returns:
-        ``(B, *D)`` at the end times (unchanged where ``start_idx == end_idx``).
+        ``(B, *D)`` at the end times (unchanged where ``start_idx == end_idx``); a solution
+        that is not finite raises ``ValueError``. The consistency losses call the unchecked
+        :func:`_integrate_per_sample`, so that a diverging model reaches the training loop's
+        divergence check as a non-finite loss.
     """
     check_choice(method, METHODS, "ODE method")
     _check_state(x)
@@ -123,10 +145,26 @@ def integrate_per_sample(
         raise ValueError("grid must be strictly ascending for integrate_per_sample")
     B = x.shape[0]
     for name, idx in (("start_idx", start_idx), ("end_idx", end_idx)):
-        if idx.shape != (B,) or idx.dtype not in (torch.int32, torch.int64):
+        if (
+            not torch.is_tensor(idx)
+            or idx.shape != (B,)
+            or idx.dtype not in (torch.int32, torch.int64)
+        ):
             raise ValueError(f"{name} must be an integer tensor of shape ({B},)")
         if bool((idx < 0).any()) or bool((idx >= grid.shape[0]).any()):
             raise ValueError(f"{name} must index the grid (0 … {grid.shape[0] - 1})")
+    return _check_solution(_integrate_per_sample(v, x, grid, start_idx, end_idx, method))
+
+
+def _integrate_per_sample(
+    v: VelocityFn,
+    x: Tensor,
+    grid: Tensor,
+    start_idx: Tensor,
+    end_idx: Tensor,
+    method: str = "heun",
+) -> Tensor:
+    """:func:`integrate_per_sample` without the checks (for training loops)."""
     grid = grid.to(x)
     cur = start_idx.clone().long()
     end = end_idx.long()
@@ -148,9 +186,22 @@ def _check_state(x: Tensor) -> None:
         raise TypeError(f"x must be a floating-point tensor; got dtype {x.dtype}")
 
 
+def _check_solution(x: Tensor) -> Tensor:
+    if not bool(torch.isfinite(x).all()):
+        raise ValueError(
+            "the ODE solution is not finite: the velocity returned NaN/inf or the state "
+            f"overflowed {x.dtype}"
+        )
+    return x
+
+
 def _check_grid(times: Tensor) -> Tensor:
     if not torch.is_tensor(times) or times.dim() != 1 or times.shape[0] < 2:
-        raise ValueError("times must be a 1-D tensor with at least two entries")
+        shape = tuple(times.shape) if torch.is_tensor(times) else type(times).__name__
+        raise ValueError(f"times must be a 1-D tensor with at least two entries; got {shape}")
+    check_finite(times, "times")
+    if not times.is_floating_point():
+        times = times.double()
     if bool(((times < 0) | (times > 1)).any()):
         raise ValueError("times must lie in [0, 1]")
     d = times[1:] - times[:-1]

@@ -17,6 +17,27 @@ import torch
 from torch import Tensor
 
 from .interpolant import SIGMA_MAX, SIGMA_MIN
+from .validation import MAX_SIZE, check_count, check_finite, check_real
+
+MAX_INTERVALS = 2**20
+"""Most intervals a grid may have (the curriculum caps N at 1024; beyond 2^20 a request is a
+typo, and float32 could not tell the nodes apart anyway)."""
+
+
+def check_grid(grid: Tensor, name: str = "grid") -> Tensor:
+    """Require a training grid: a finite floating ``(N + 1,)`` tensor, N ≥ 1, strictly
+    ascending from exactly 0 to exactly 1. Returns ``grid``."""
+    if not torch.is_tensor(grid) or grid.dim() != 1 or grid.shape[0] < 2:
+        shape = tuple(grid.shape) if torch.is_tensor(grid) else type(grid).__name__
+        raise ValueError(f"{name} must be a tensor of shape (N + 1,) with N ≥ 1; got {shape}")
+    check_finite(grid, name)
+    if not grid.is_floating_point():
+        raise TypeError(f"{name} must be a floating-point tensor; got dtype {grid.dtype}")
+    if not bool((grid[1:] > grid[:-1]).all() & (grid[0] == 0) & (grid[-1] == 1)):
+        raise ValueError(
+            f"{name} must ascend strictly from 0 to 1; got {[round(v, 4) for v in grid.tolist()]}"
+        )
+    return grid
 
 
 def fine_grid(
@@ -34,19 +55,26 @@ def fine_grid(
     coarse grid cover every time, so G(x, t, s) is learned between the nodes too; δ = 0 is
     the reference grid.
     """
-    if M < 1:
-        raise ValueError(f"M must be ≥ 1; got {M}")
-    if not 0 < sigma_min < sigma_max:
+    M = check_count(M, "M (grid intervals)", maximum=MAX_INTERVALS)
+    sigma_min = check_real(sigma_min, "sigma_min", gt=0.0)
+    sigma_max = check_real(sigma_max, "sigma_max", gt=0.0)
+    if not sigma_min < sigma_max:
         raise ValueError(f"need 0 < sigma_min < sigma_max; got {sigma_min}, {sigma_max}")
-    if not 0.0 <= shift < 1.0:
-        raise ValueError(f"shift must lie in [0, 1); got {shift}")
+    rho = check_real(rho, "rho", gt=0.0)
+    shift = check_real(shift, "shift", ge=0.0, lt=1.0)
     i = torch.arange(M + 1, dtype=torch.float64)
     i[1:M] -= shift
     a, b = sigma_min ** (1 / rho), sigma_max ** (1 / rho)
     sigma = (a + i / M * (b - a)) ** rho
     t = sigma / (1 + sigma)
     t[0], t[-1] = 0.0, 1.0
-    return t.to(dtype)
+    t = t.to(dtype)
+    if bool((t[1:] <= t[:-1]).any()):  # nodes that coincide in float64 or in ``dtype``
+        raise ValueError(
+            f"the grid's nodes are not distinct in {dtype} (M = {M}, sigma_min = {sigma_min:g}, "
+            f"sigma_max = {sigma_max:g}, rho = {rho:g}); use fewer intervals or a wider σ range"
+        )
+    return t
 
 
 def edm_times(k: int, t_lo: float = 0.0, sigma_max: float = SIGMA_MAX, rho: float = 7.0) -> Tensor:
@@ -55,8 +83,7 @@ def edm_times(k: int, t_lo: float = 0.0, sigma_max: float = SIGMA_MAX, rho: floa
     ``t_lo = 0`` gives :func:`fine_grid` with ``M = k``; ``t_lo > 0`` starts the ρ-grid at
     σ(t_lo) (used for inversion from a slightly noised data point). float32.
     """
-    if not 0.0 <= t_lo < 1.0:
-        raise ValueError(f"t_lo must lie in [0, 1); got {t_lo}")
+    t_lo = check_real(t_lo, "t_lo", ge=0.0, lt=1.0)
     sig_lo = t_lo / (1 - t_lo) if t_lo > 0 else SIGMA_MIN
     g = fine_grid(k, sigma_min=sig_lo, sigma_max=sigma_max, rho=rho, dtype=torch.float32)
     g[0] = t_lo
@@ -65,8 +92,10 @@ def edm_times(k: int, t_lo: float = 0.0, sigma_max: float = SIGMA_MAX, rho: floa
 
 def coarse_grid(fine: Tensor, N: int) -> Tensor:
     """Every ``(M/N)``-th point of ``fine`` (``(M + 1,)``): a grid with N intervals, ``(N + 1,)``."""
+    check_grid(fine, "fine")
     M = fine.shape[0] - 1
-    if N < 1 or M % N != 0:
+    N = check_count(N, "N")
+    if M % N != 0:
         raise ValueError(f"N must divide M = {M}; got N = {N}")
     return fine[:: M // N].clone()
 
@@ -74,19 +103,26 @@ def coarse_grid(fine: Tensor, N: int) -> Tensor:
 def uniform_grid(
     steps: int, t_start: float = 1.0, t_end: float = 0.0, dtype=torch.float32
 ) -> Tensor:
-    """``steps + 1`` equally spaced times from ``t_start`` to ``t_end`` (sampling grids)."""
-    if steps < 1:
-        raise ValueError(f"steps must be ≥ 1; got {steps}")
+    """``steps + 1`` equally spaced times from ``t_start`` to ``t_end``, both in [0, 1]
+    (sampling grids)."""
+    steps = check_count(steps, "steps", maximum=MAX_INTERVALS)
+    t_start = check_real(t_start, "t_start", ge=0.0, le=1.0)
+    t_end = check_real(t_end, "t_end", ge=0.0, le=1.0)
     return torch.linspace(t_start, t_end, steps + 1, dtype=dtype)
 
 
 def curriculum_N(step: int, start: int = 4, double_every: int = 50_000, cap: int = 1024) -> int:
     """Number of coarse intervals at training iteration ``step``: ``min(start·2^(step // K), cap)``."""
-    if step < 0:
-        raise ValueError(f"step must be ≥ 0; got {step}")
-    if double_every <= 0:
+    step = check_count(step, "step", 0)
+    start = check_count(start, "start")
+    double_every = check_count(double_every, "double_every", 0)
+    cap = check_count(cap, "cap")
+    if double_every == 0:
         return min(start, cap)
-    return int(min(start * 2 ** (step // double_every), cap))
+    doublings = step // double_every
+    if doublings >= cap.bit_length():  # start·2^doublings ≥ 2^bit_length > cap
+        return cap
+    return min(start * 2**doublings, cap)
 
 
 T_SNAPS = ("nearest", "up")
@@ -122,6 +158,8 @@ def draw_tsu(
     """
     from .randomness import Draws
 
+    check_grid(grid)
+    batch = check_count(batch, "batch", maximum=MAX_SIZE)
     if snap not in T_SNAPS:
         raise ValueError(f"snap must be one of {', '.join(T_SNAPS)}; got {snap!r}")
     rng = rng or Draws()

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import math
+import numbers
 import os
 from collections.abc import Iterable, Mapping
 from dataclasses import Field, field, fields
@@ -22,9 +23,12 @@ from torch import Tensor
 
 
 def check_finite(x: Tensor, name: str = "x") -> Tensor:
-    """Raise ``ValueError`` if ``x`` holds NaN or ±inf; return ``x`` unchanged."""
+    """Raise ``ValueError`` if ``x`` holds NaN or ±inf (``TypeError`` if it is not a real
+    tensor: complex values have no place in this package); return ``x`` unchanged."""
     if not torch.is_tensor(x):
         raise TypeError(f"{name} must be a torch.Tensor; got {type(x).__name__}")
+    if x.is_complex():
+        raise TypeError(f"{name} must be a real tensor; got dtype {x.dtype}")
     if x.is_floating_point() and not bool(torch.isfinite(x).all()):
         bad = int((~torch.isfinite(x)).sum())
         raise ValueError(f"{name} contains {bad} NaN/inf value(s); inputs must be finite")
@@ -52,10 +56,11 @@ def as_time(t: Tensor | float, batch: int, like: Tensor, name: str = "t") -> Ten
     """
     dtype = like.dtype if like.is_floating_point() else torch.float32
     if not torch.is_tensor(t):
-        try:
-            t = torch.tensor(float(t), dtype=dtype)
-        except (TypeError, ValueError) as err:
-            raise TypeError(f"{name} must be a float or a tensor; got {type(t).__name__}") from err
+        if isinstance(t, bool) or not isinstance(t, numbers.Real):
+            raise TypeError(f"{name} must be a float or a tensor; got {type(t).__name__}")
+        t = torch.tensor(float(t), dtype=dtype)
+    if t.is_complex():
+        raise TypeError(f"{name} must be real; got dtype {t.dtype}")
     t = t.to(device=like.device, dtype=dtype)
     if t.dim() == 0:
         t = t.expand(batch)
@@ -80,11 +85,49 @@ def check_order(t: Tensor, s: Tensor, tname: str = "t", sname: str = "s") -> Non
         )
 
 
-def check_count(value: int, name: str, minimum: int = 1) -> int:
-    """Require an ``int`` (not a bool) ≥ ``minimum``, e.g. a number of steps, seeds or samples."""
-    if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < minimum:
-        raise ValueError(f"{name} must be an integer ≥ {minimum}; got {value!r}")
+MAX_SIZE = 2**31 - 1
+"""Largest count accepted where a count sizes a tensor (samples, grid intervals, projections):
+beyond it a request is a typo, and torch would fail with an overflow or allocation error."""
+
+
+def check_count(value: int, name: str, minimum: int = 1, maximum: int | None = None) -> int:
+    """Require an ``int`` (not a bool) in ``[minimum, maximum]``, e.g. a number of steps, seeds
+    or samples."""
+    ok = not isinstance(value, bool) and isinstance(value, int | np.integer)
+    if not ok or value < minimum or (maximum is not None and value > maximum):
+        bound = f"≥ {minimum}" if maximum is None else f"in [{minimum}, {_num(maximum)}]"
+        raise ValueError(f"{name} must be an integer {bound}; got {value!r}")
     return int(value)
+
+
+def check_real(value, name: str, **bounds) -> float:
+    """A real number (int, float or NumPy scalar; not a bool, string or complex) within
+    ``bounds`` (see :func:`check_number`), as a Python ``float``."""
+    return float(check_number(value, name, **bounds))
+
+
+def real_tensor(
+    values, name: str, dtype: torch.dtype = torch.float32, finite: bool = True
+) -> Tensor:
+    """``values`` (a tensor, a real number or a sequence of them) as a floating tensor of
+    ``dtype`` (a floating tensor keeps its own dtype), checked finite unless ``finite=False``;
+    one clear error otherwise."""
+    if torch.is_tensor(values):
+        if values.is_complex():
+            raise TypeError(f"{name} must be real; got dtype {values.dtype}")
+        if finite:
+            check_finite(values, name)
+        return values if values.is_floating_point() else values.to(dtype)
+    if isinstance(values, bool | str | bytes) or not isinstance(values, numbers.Real | Iterable):
+        raise TypeError(f"{name} must be a number, a list of numbers or a tensor; got {values!r}")
+    items = [values] if isinstance(values, numbers.Real) else list(values)
+    for v in items:
+        if isinstance(v, bool) or not isinstance(v, numbers.Real):
+            raise TypeError(f"{name} must hold real numbers; got {v!r}")
+    out = torch.tensor([float(v) for v in items], dtype=dtype)
+    if finite:
+        check_finite(out, name)
+    return out.reshape(()) if isinstance(values, numbers.Real) else out
 
 
 def check_choice(value: str, choices: Iterable[str], what: str) -> str:
@@ -93,6 +136,17 @@ def check_choice(value: str, choices: Iterable[str], what: str) -> str:
     if value not in choices:
         raise ValueError(f"unknown {what} {value!r}; choose one of: {', '.join(choices)}")
     return value
+
+
+def mul_pow2(x, k: int):
+    """``x · 2^k`` for a float or a tensor, exact while it stays in range, ``±inf`` (never an
+    ``OverflowError``) beyond it — for undoing the power-of-two rescaling that keeps the
+    distances of :mod:`gctm_mini.metrics` and friends free of overflow."""
+    while k:
+        step = max(-1000, min(1000, k))
+        x = x * 2.0**step
+        k -= step
+    return x
 
 
 def broadcast_time(t: Tensor, x: Tensor) -> Tensor:
@@ -165,11 +219,13 @@ def check_number(value, name: str, integer: bool = False, **bounds) -> float | i
     ``bounds`` (``ge``, ``gt``, ``le``, ``lt``; ``special``: extra allowed values)."""
     rng = describe_range(bounds)
     expected = f"{name} must be {'an integer' if integer else 'a number'} {rng}; got {value!r}"
-    if isinstance(value, bool) or not isinstance(value, int if integer else (int, float)):
+    kind = numbers.Integral if integer else numbers.Real
+    if isinstance(value, bool) or not isinstance(value, kind):
         raise ValueError(expected)
+    value = int(value) if isinstance(value, numbers.Integral) else float(value)
     if value in bounds.get("special", ()):
         return value
-    ok = math.isfinite(value)
+    ok = isinstance(value, int) or math.isfinite(value)
     ok = ok and ("ge" not in bounds or value >= bounds["ge"])
     ok = ok and ("gt" not in bounds or value > bounds["gt"])
     ok = ok and ("le" not in bounds or value <= bounds["le"])
@@ -243,13 +299,19 @@ def config_from_dict(cls, d, where: str = "the config"):
     if not isinstance(d, dict):
         raise ValueError(f"{where} must be an object of config keys; got {type(d).__name__}")
     known = [f.name for f in fields(cls)]
-    unknown = sorted(set(d) - set(known))
+    unknown = sorted(map(str, set(d) - set(known)))
     if unknown:
         raise ValueError(
-            f"unknown config key(s) in {where}: {', '.join(map(str, unknown))}; "
+            f"unknown config key(s) in {where}: {', '.join(map(_printable, unknown))}; "
             f"valid keys: {', '.join(sorted(known))}"
         )
     return cls(**d)
+
+
+def _printable(text: str) -> str:
+    """``text`` as it is, or its ``repr`` if it holds line breaks or other unprintable
+    characters (so that an error message stays one line)."""
+    return text if text.isprintable() else repr(text)
 
 
 def read_json(path: str | os.PathLike, what: str = "JSON file") -> dict:
