@@ -59,6 +59,17 @@ def _wrap(what: str, path: Path, err: OSError, note: str = "") -> RunDirectoryEr
     return out
 
 
+def run_path(path: str | os.PathLike) -> Path:
+    """``path`` as a :class:`~pathlib.Path`; an empty name (which ``Path`` would read as the
+    current directory) raises :class:`RunDirectoryError`."""
+    if not isinstance(path, (str, os.PathLike)) or not str(os.fspath(path)).strip():
+        raise RunDirectoryError(
+            f"run directory must be a non-empty path (use '.' for the current directory); "
+            f"got {path!r}"
+        )
+    return Path(path)
+
+
 class RunDirectory:
     """The run directory ``path``, created if needed and held exclusively while open.
 
@@ -68,7 +79,7 @@ class RunDirectory:
     """
 
     def __init__(self, path: str | os.PathLike) -> None:
-        self.path = Path(path)
+        self.path = run_path(path)
         self._created: list[Path] = []
         self._fd: int | None = None
 

@@ -49,7 +49,8 @@ from .methods import NEEDS_TEACHER, MethodFields, TrainingMethod
 from .models import build_model
 from .parameterization import CouplingMoments, FlowMapModel
 from .randomness import Draws
-from .rundir import RunDirectory
+from .rundir import RunDirectory, run_path
+from .runtime import check_device
 from .training import DivergenceGuard, TrainingDivergedError, TrainResult, lr_factor, write_log
 from .unet import UNET_PRESETS
 from .validation import (
@@ -108,7 +109,7 @@ class ImageConfig(MethodFields):
     )
     batch_size: int = knob(32, "global batch (all processes together)", ge=1)
     grad_accum: int = knob(1, "micro-batches per step (must divide the batch)", ge=1)
-    lr: float = knob(5e-4, "Adam learning rate", gt=0.0)
+    lr: float = knob(5e-4, "Adam learning rate", gt=0.0, le=1e38)
     lr_decay: bool = knob(True, "cosine learning-rate decay to 5 % over the run")
     seed: int = knob(0, "run seed (model init, data and training randomness)", ge=0, lt=2**63)
     ema_decay: float = knob(0.999, "decay of the EMA weights used for sampling", ge=0.0, lt=1.0)
@@ -513,7 +514,7 @@ class DistEnv:
         local = int(os.environ.get("LOCAL_RANK", "0"))
         if device is None:
             device = f"cuda:{local}" if torch.cuda.is_available() else "cpu"
-        self.device = torch.device(device)
+        self.device = torch.device(check_device(device))
         if self.world > 1 and not dist.is_initialized():
             dist.init_process_group("nccl" if self.device.type == "cuda" else "gloo")
 
@@ -585,7 +586,7 @@ def train_images(
     cfg.validate()
     env = DistEnv(device)
     cfg.check_device(env.device)
-    out = Path(out) if out is not None else None
+    out = run_path(out) if out is not None else None
     owner = out is not None and env.main
     with contextlib.ExitStack() as stack:  # releases the run directory, closes the bar
         run = stack.enter_context(RunDirectory(out)) if owner else None

@@ -38,7 +38,7 @@ from .methods import (
 )
 from .models import build_model, mlp_spec
 from .parameterization import CouplingMoments, FlowMapModel
-from .rundir import RunDirectory
+from .rundir import RunDirectory, run_path
 from .runtime import with_config_threads
 from .validation import config_from_dict, knob
 
@@ -71,7 +71,7 @@ class Toy2DConfig(MethodFields):
         what="coupling",
     )
     batch_size: int = knob(256, "pairs per training step", ge=1)
-    lr: float = knob(2e-3, "Adam learning rate", gt=0.0)
+    lr: float = knob(2e-3, "Adam learning rate", gt=0.0, le=1e38)
     seed: int = knob(0, "run seed (model init, data and training randomness)", ge=0, lt=2**63)
     ema_decay: float = knob(0.99, "decay of the EMA weights used for sampling", ge=0.0, lt=1.0)
     ckpt_every: int = knob(1000, "steps between checkpoints", ge=1)
@@ -301,7 +301,7 @@ def train2d(
         RunDirectoryError: ``out`` cannot be created or written (e.g. no space left).
     """
     cfg.validate()
-    out = Path(out) if out is not None else None
+    out = run_path(out) if out is not None else None
     with contextlib.ExitStack() as stack:  # releases the run directory, closes the bar
         run = stack.enter_context(RunDirectory(out)) if out is not None else None
         return _train2d(

@@ -317,3 +317,36 @@ def test_zero_shot_restore_accepts_eta_at_both_ends():
     for eta in (0.0, 1.0):
         out = zero_shot_restore(IMG, y, op, nfe=2, eta=eta, generator=torch.Generator())
         assert out.dtype == y.dtype and torch.isfinite(out).all()
+
+
+# ------------------------------------------------------------ training entry points
+
+
+def test_train2d_refuses_an_empty_run_directory(tmp_path, monkeypatch):
+    """``out=""`` used to mean the current directory silently; it is refused in one line."""
+    from gctm_mini.rundir import RunDirectoryError
+    from gctm_mini.training import Toy2DConfig, train2d
+
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(RunDirectoryError, match="non-empty path"):
+        train2d(Toy2DConfig(method="fm", steps=1), "", progress=False)
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("lr", [1e39, 1e300])
+def test_learning_rates_beyond_the_declared_range_are_refused(lr):
+    """A learning rate beyond float32 used to overflow inside Adam (a raw torch error)."""
+    from gctm_mini.train_images import ImageConfig
+    from gctm_mini.training import Toy2DConfig
+
+    with pytest.raises(ValueError, match="lr"):
+        Toy2DConfig(method="fm", lr=lr).validate()
+    with pytest.raises(ValueError, match="lr"):
+        ImageConfig(lr=lr).validate()
+
+
+def test_train_images_names_an_unknown_device():
+    from gctm_mini.train_images import ImageConfig, train_images
+
+    with pytest.raises(ValueError, match="unknown device 'foo'"):
+        train_images(ImageConfig(steps=1), None, device="foo")
