@@ -49,7 +49,15 @@ from torch import Tensor, nn
 from .checkpoint import save_checkpoint
 from .evaluation import frechet_distance
 
-CLASSIFIER_DIR = Path(__file__).resolve().parent.parent / "data" / "classifiers"
+REPOSITORY_CLASSIFIER_DIR = Path(__file__).resolve().parent.parent / "data" / "classifiers"
+PACKAGED_CLASSIFIER_DIR = Path(__file__).resolve().parent / "_classifiers"  # in a wheel
+CLASSIFIER_DIR = (
+    PACKAGED_CLASSIFIER_DIR
+    if (PACKAGED_CLASSIFIER_DIR / "digit_cnn.pt").is_file()
+    else REPOSITORY_CLASSIFIER_DIR
+)
+"""Where the shipped classifier lives: inside an installed wheel (``gctm_mini/_classifiers``),
+else the repository's ``data/classifiers``."""
 CLASSIFIER_PATH = CLASSIFIER_DIR / "digit_cnn.pt"
 KIND = "digit_classifier"
 CONFIDENCE = 0.9

@@ -169,6 +169,8 @@ def test_shipped_checkpoint_loads_from_an_installed_wheel(tmp_path):
         if p.is_file()
     )
     assert {f"gctm_mini/_shipped/{n}" for n in shipped} <= names
+    classifiers = {p.name for p in (ROOT / "data" / "classifiers").iterdir() if p.is_file()}
+    assert {f"gctm_mini/_classifiers/{n}" for n in classifiers} <= names
     modules = {p.relative_to(ROOT).as_posix() for p in (ROOT / "gctm_mini").rglob("*.py")}
     assert modules <= names
     assert any(n.endswith(".dist-info/licenses/LICENSE") for n in names)
@@ -189,6 +191,9 @@ def test_shipped_checkpoint_loads_from_an_installed_wheel(tmp_path):
         "print(gctm_mini.__file__)\n"
         "print(assets.shipped_path('gctm_moons'))\n"
         "print(gctm_mini.__version__)\n"
+        "from gctm_mini import digits\n"
+        "digits.load_digit_classifier()\n"
+        "print(digits.CLASSIFIER_PATH)\n"
     )
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", assets.ENV_VAR)}
     env["PYTHONPATH"] = str(site)  # the installed copy first, the repository nowhere
@@ -201,10 +206,11 @@ def test_shipped_checkpoint_loads_from_an_installed_wheel(tmp_path):
         timeout=300,
     )
     assert run.returncode == 0, run.stderr[-3000:]
-    package_file, checkpoint, version = run.stdout.split()
+    package_file, checkpoint, version, classifier = run.stdout.split()
     assert Path(package_file).is_relative_to(site)
     assert Path(checkpoint) == site / "gctm_mini" / "_shipped" / "gctm_moons.pt"
     assert version == PYPROJECT["project"]["version"]  # from the wheel's metadata
+    assert Path(classifier) == site / "gctm_mini" / "_classifiers" / "digit_cnn.pt"
 
 
 # --- the notebook hook of .pre-commit-config.yaml ------------------------------------------
