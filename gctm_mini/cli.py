@@ -352,7 +352,8 @@ def _refuse_overwrite(dest: str, flag: str, keep: list[Path]) -> None:
     target = p.resolve()
     if any(target == k.resolve() for k in keep) or p.suffix in (".pt", ".ipynb"):
         raise ValueError(
-            f"{flag} {dest} would overwrite a checkpoint or notebook; name another file"
+            f"{flag} {dest} would overwrite a checkpoint, a notebook or a file of the run it "
+            "reads; name another file"
         )
 
 
@@ -360,7 +361,9 @@ def _write_json(dest: str, res: dict, run: str) -> None:
     """The results as JSON at ``dest`` (atomically), never over the evaluated run's files."""
     from .rundir import write_output
 
-    _refuse_overwrite(dest, "--json", [checkpoint_path(run)])
+    ckpt = checkpoint_path(run)
+    run_files = [f for f in ckpt.parent.iterdir() if f.is_file()] if ckpt.parent.is_dir() else []
+    _refuse_overwrite(dest, "--json", [ckpt, *run_files])
     Path(dest).parent.mkdir(parents=True, exist_ok=True)
     write_output(dest, json.dumps(res, indent=2).encode("utf-8"))
     print(f"wrote {dest}")

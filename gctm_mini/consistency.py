@@ -76,7 +76,7 @@ def pseudo_huber(delta: Tensor, c: float, weight: Tensor | None = None) -> Tenso
     (1.8e19 in float32), which valid inputs (:func:`~gctm_mini.losses.check_loss_inputs`)
     stay far below.
     """
-    c = check_real(c, "c", ge=0.0)
+    c = check_real(c, "c", ge=0.0, le=1e18)  # c² must stay finite in float32
     if not torch.is_tensor(delta) or delta.dim() < 2 or not delta.is_floating_point():
         got = (
             f"{tuple(delta.shape)} {delta.dtype}"

@@ -60,7 +60,7 @@ def fine_grid(
     sigma_max = check_real(sigma_max, "sigma_max", gt=0.0)
     if not sigma_min < sigma_max:
         raise ValueError(f"need 0 < sigma_min < sigma_max; got {sigma_min}, {sigma_max}")
-    rho = check_real(rho, "rho", gt=0.0)
+    rho = check_real(rho, "rho", ge=0.1, le=100.0)  # beyond: σ_min^(1/ρ) under- or overflows
     shift = check_real(shift, "shift", ge=0.0, lt=1.0)
     i = torch.arange(M + 1, dtype=torch.float64)
     i[1:M] -= shift

@@ -241,6 +241,15 @@ def test_eval2d_json_never_overwrites_the_checkpoint_it_evaluates(run2d, capsys)
     assert (run2d / "checkpoint.pt").read_bytes() == before
 
 
+@pytest.mark.parametrize("name", ["config.json", "log.csv"])
+def test_eval2d_json_never_overwrites_a_file_of_the_run(run2d, capsys, name):
+    before = (run2d / name).read_bytes()
+    argv = ["eval2d", str(run2d), "--n", "4", "--seeds", "1", "--nfe", "1"]
+    rc, err = _main([*argv, "--json", str(run2d / name)], capsys)
+    assert rc == 2 and "overwrite" in err and len(err.strip().splitlines()) == 1, err
+    assert (run2d / name).read_bytes() == before
+
+
 @pytest.mark.parametrize("dest", ["run", "run/checkpoint.pt"])
 def test_export_never_overwrites_the_run_it_exports(run2d, capsys, monkeypatch, dest):
     monkeypatch.chdir(run2d.parent)
@@ -289,3 +298,18 @@ def test_classroom_grade_csv_never_overwrites_the_notebook(tmp_path, capsys, mon
     rc, err = _main(["classroom", "grade", "nb.ipynb", "--no-run", "--csv", "nb.ipynb"], capsys)
     assert rc == 2 and len(err.strip().splitlines()) == 1, err
     assert (tmp_path / "nb.ipynb").read_text(encoding="utf-8") == nb
+
+
+def test_fine_grid_refuses_a_rho_whose_powers_overflow():
+    from gctm_mini.timegrid import fine_grid
+
+    for rho in (1e-300, 101.0):
+        with pytest.raises(ValueError, match="rho"):
+            fine_grid(8, rho=rho)
+
+
+def test_pseudo_huber_refuses_a_c_whose_square_overflows():
+    from gctm_mini.consistency import pseudo_huber
+
+    with pytest.raises(ValueError, match="c must"):
+        pseudo_huber(torch.ones(2, 3), 1e30)
