@@ -1397,3 +1397,155 @@ def check_bcm_latent_question(answer: str) -> bool:
         "two N(0, I) samples, measures the model's error"
     )
     return _explained_choice(answer, options, "c", why, "latents of an exact flow map")
+
+
+# ---------------------------------------------------------- notebook 07: multistep jumps
+
+
+def check_multistep_sampler(fn: Callable) -> bool:
+    """``fn(model, x1, nfe)`` must jump along the equal grid :math:`t_k = 1 - k/K`,
+    :math:`x \\leftarrow G_\\theta(x, t_k, t_{k+1})` for k = 0 … K − 1 (K = ``nfe`` network
+    evaluations), starting from the source ``x1`` at t = 1 and ending at t = 0."""
+    from .models import build_model, mlp_spec
+    from .parameterization import CouplingMoments
+    from .sampling import sample_multistep
+
+    torch.manual_seed(0)
+    model = build_model(mlp_spec(2, 16, 2), CouplingMoments()).eval()
+    for p in model.parameters():
+        torch.nn.init.normal_(p, std=0.3)
+    x1 = torch.randn(8, 2, generator=torch.Generator().manual_seed(3))
+    for K in (1, 2, 4, 3):
+        calls: list[tuple[Tensor, float, float]] = []
+        G = model.G
+
+        def recording(x, t, s, G=G, calls=calls):
+            t_, s_ = float(torch.as_tensor(t).flatten()[0]), float(torch.as_tensor(s).flatten()[0])
+            calls.append((x.detach().clone(), t_, s_))
+            if s_ > t_:
+                raise CheckFailed(
+                    f"time direction: generation jumps from t = 1 (source) down to 0 (data); "
+                    f"you called G(x, {t_:g}, {s_:g}) with s > t"
+                )
+            return G(x, t, s)
+
+        model.G = recording
+        try:
+            out = _call(fn, model, x1, K, what=f"multistep(model, x1, {K})")
+        finally:
+            del model.G
+        with torch.no_grad():
+            ref = sample_multistep(model, x1, K)
+        if len(calls) != K:
+            raise CheckFailed(
+                f"NFE = {K} means {K} jump(s), one network evaluation each; you made {len(calls)}"
+            )
+        if K > 1 and all(s == 0.0 for _, _, s in calls):
+            raise CheckFailed(
+                "every jump lands on s = 0: each jump must end at the next time of the grid, "
+                "t_{k+1}, where the following jump starts (jumping to 0 and starting again "
+                "from a larger t needs fresh noise: that is CM multistep, not a flow map)"
+            )
+        if K > 1 and all(torch.equal(x, x1) for x, _, _ in calls):
+            raise CheckFailed(
+                "chain the jumps: each jump starts where the previous one landed, not from x1"
+            )
+        times = [t for _, t, _ in calls] + [calls[-1][2]]
+        want = [1 - k / K for k in range(K + 1)]
+        if any(abs(a - b) > 1e-6 for a, b in zip(times, want, strict=True)):
+            got = ", ".join(f"{v:.3g}" for v in times)
+            raise CheckFailed(
+                f"K = {K} equal jumps visit the times 1, 1 − 1/K, …, 0; yours visited {got}"
+            )
+        if not _close(out, ref, 1e-5):
+            raise CheckFailed(f"return the state after the last jump (at t = 0); K = {K}")
+    return _ok("multistep flow-map sampler")
+
+
+def check_precondition_t0_question(answer: str) -> bool:
+    """Multiple choice (notebook 07): at t = 0 what are c_skip and c_out, and what is
+    g(x, 0, 0)? Right: (b) c_skip = 1, c_out = 0, so g(x, 0, 0) = x whatever the network."""
+    options = {
+        "a": "with c_skip = 0 the input x would be ignored exactly where x_0 is the data itself",
+        "b": "",
+        "c": "c_skip is the regression of X0 on x_t, which at t = 0 is X0 itself: slope 1",
+        "d": "c_in = 1/√V_0 = 1/√v0 is finite and non-zero at t = 0",
+    }
+    why = (
+        "at t = 0, x_t = X0, so the best linear guess of X0 from x_t is x_t itself "
+        "(c_skip = (v0·1 + 0)/v0 = 1) and the residual X0 − c_skip x_t is 0 (c_out = 0): "
+        "g(x, 0, 0) = x for any network output, which is the boundary condition built in"
+    )
+    return _explained_choice(answer, options, "b", why, "preconditioning at t = 0")
+
+
+# ------------------------------------------------------------ notebook 10: latent paths
+
+
+def check_slerp(fn: Callable) -> bool:
+    """``fn(a, b, w)`` must interpolate the latents ``a, b: (B, *D)`` on the sphere, per
+    sample over all its coordinates: with :math:`\\cos\\Omega = \\langle a, b\\rangle /
+    (\\|a\\|\\|b\\|)`, :math:`\\frac{\\sin((1-w)\\Omega)}{\\sin\\Omega} a +
+    \\frac{\\sin(w\\Omega)}{\\sin\\Omega} b` (w = 0 → a, w = 1 → b)."""
+    from .editing import slerp
+
+    g = torch.Generator().manual_seed(11)
+    a, b = torch.randn(3, 1, 6, 6, generator=g), torch.randn(3, 1, 6, 6, generator=g)
+    for w in (0.0, 1.0):
+        out = _call(fn, a, b, w, what=f"slerp(a, b, {w:g})")
+        if not torch.is_tensor(out) or out.shape != a.shape:
+            shape = tuple(out.shape) if torch.is_tensor(out) else type(out).__name__
+            raise CheckFailed(f"return a tensor shaped like a {tuple(a.shape)}; got {shape}")
+        if not _close(out, a if w == 0.0 else b, 1e-4):
+            raise CheckFailed(f"endpoints: w = 0 must give a and w = 1 must give b (w = {w:g})")
+    mid = _call(fn, a, b, 0.5, what="slerp(a, b, 0.5)")
+    if _close(mid, 0.5 * (a + b), 1e-4):
+        raise CheckFailed(
+            "that is the straight line (lerp): its midpoint of two independent Gaussian "
+            "latents is about 1/√2 as long as either, i.e. not a typical latent; bend along "
+            "the sphere with the angle Ω between a and b"
+        )
+    one = _call(fn, a[1:2], b[1:2], 0.3, what="slerp on one sample")
+    if not _close(_call(fn, a, b, 0.3, what="slerp(a, b, 0.3)")[1:2], one, 1e-4):
+        raise CheckFailed(
+            "one angle per sample: flatten each sample (x.flatten(1)) and sum over its "
+            "coordinates only, not over the whole batch"
+        )
+    u = a / a.flatten(1).norm(dim=1).view(-1, 1, 1, 1)
+    v = b / b.flatten(1).norm(dim=1).view(-1, 1, 1, 1)
+    for w in (0.25, 0.5, 0.8):
+        out = _call(fn, u, v, w, what=f"slerp(a, b, {w:g})")
+        if not torch.allclose(out.flatten(1).norm(dim=1), torch.ones(3), atol=1e-4):
+            raise CheckFailed(
+                "two unit latents must stay on the unit sphere at every w: weight them with "
+                "sin((1 − w)Ω)/sin Ω and sin(wΩ)/sin Ω"
+            )
+        if not _close(out, slerp(u, v, w), 1e-4):
+            raise CheckFailed(
+                f"slerp(a, b, {w:g}) differs from sin((1−w)Ω)/sinΩ·a + sin(wΩ)/sinΩ·b"
+            )
+    return _ok("slerp")
+
+
+def check_lerp_norm_answer(value: float) -> bool:
+    """Numeric question (notebook 10): the norm of the lerp midpoint (a + b)/2 of two
+    independent N(0, I) latents in d = 784 dimensions, as a fraction of the norm of one
+    latent. Right: 1/√2 ≈ 0.707 (within 0.02)."""
+    try:
+        v = float(value)
+    except (TypeError, ValueError):
+        raise CheckFailed(f"answer with a number; got {value!r}") from None
+    right = 1 / math.sqrt(2)
+    why = (
+        "a and b are independent, so ‖a + b‖² ≈ ‖a‖² + ‖b‖² = 2d and ‖(a + b)/2‖ ≈ √(2d)/2 "
+        "= √d/√2: the midpoint is 1/√2 ≈ 0.71 as long as a typical latent, far inside the "
+        "shell where N(0, I) puts its mass"
+    )
+    if abs(v - right) <= 0.02:
+        print(f"✓ lerp midpoint norm: {right:.3f} — {why}")
+        return True
+    if abs(v - 1.0) <= 0.02:
+        raise CheckFailed(f"1 is what slerp keeps, not lerp — {why}")
+    if abs(v - 0.5) <= 0.02:
+        raise CheckFailed(f"0.5 would hold if a = b; independent latents add in quadrature — {why}")
+    raise CheckFailed(f"not {v:g} — {why}")

@@ -14,7 +14,8 @@ ODE (Heun, t from 0 up to 1), interpolate the latents on the sphere (slerp keeps
 latent's norm), and jump back with :math:`G_\theta(z, 1, 0)` — :func:`interpolate_through_source`.
 
 Guides for the notebooks: :func:`stroke_guide` paints coarse colour strokes, :func:`paste_guide`
-pastes a patch of another image.
+pastes a patch of another image, :func:`digit_sketch` redraws a digit as a blocky
+black-and-white pen drawing (hard edges, no grey levels: a crude hand-drawn stroke image).
 """
 
 from __future__ import annotations
@@ -147,3 +148,22 @@ def paste_guide(images: Tensor, donors: Tensor, size: int | None = None) -> Tens
     out = images.clone()
     out[..., r : r + size, c : c + size] = donors[..., r : r + size, c : c + size]
     return out
+
+
+def digit_sketch(digits: Tensor, block: int = 2, threshold: float = 0.0) -> Tensor:
+    """A crude pen drawing of each digit: ink where any pixel of a ``block``×``block`` cell
+    is brighter than ``threshold``, drawn as full-white blocks on black.
+
+    ``digits: (B, 1, H, W)`` in [−1, 1] with H, W divisible by ``block`` (≥ 1); returns
+    ``(B, 1, H, W)`` with values in {−1, 1} — the strokes of the digit, thickened and
+    pixelated, without the soft grey edges of real handwriting.
+    """
+    _check_images(digits, "digits")
+    H, W = digits.shape[-2:]
+    block = check_count(block, "block", 1, min(H, W))
+    if H % block or W % block:
+        raise ValueError(f"block must divide the image size {H}×{W}; got {block}")
+    threshold = check_real(threshold, "threshold", ge=-1.0, lt=1.0)
+    ink = torch.nn.functional.max_pool2d((digits > threshold).to(digits.dtype), block) > 0
+    ink = torch.nn.functional.interpolate(ink.to(digits.dtype), scale_factor=block, mode="nearest")
+    return ink * 2 - 1

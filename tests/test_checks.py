@@ -579,3 +579,87 @@ def test_bcm_invert_check_accepts_the_package_and_names_each_mistake():
         return bcm_invert(model, x0, times, t_start, generator)
 
     rejects(checks.check_bcm_invert, stops_early, "t = 1")
+
+
+def test_multistep_sampler_check_accepts_the_sampler_and_names_each_typical_mistake():
+    def multistep(model, x1, nfe):
+        x = x1
+        for k in range(nfe):
+            x = model.G(x, 1 - k / nfe, 1 - (k + 1) / nfe)
+        return x
+
+    assert checks.check_multistep_sampler(multistep)
+
+    def backwards(model, x1, nfe):
+        x = x1
+        for k in range(nfe):
+            x = model.G(x, k / nfe, (k + 1) / nfe)
+        return x
+
+    def all_to_zero(model, x1, nfe):
+        x = x1
+        for k in range(nfe):
+            x = model.G(x, 1 - k / nfe, 0.0)
+        return x
+
+    def unchained(model, x1, nfe):
+        out = x1
+        for k in range(nfe):
+            out = model.G(x1, 1 - k / nfe, 1 - (k + 1) / nfe)
+        return out
+
+    def one_extra(model, x1, nfe):
+        return (
+            multistep(model, multistep(model, x1, nfe), 1) if nfe > 1 else multistep(model, x1, 1)
+        )
+
+    def uneven(model, x1, nfe):
+        times = [1 - (k / nfe) ** 2 for k in range(nfe + 1)]
+        x = x1
+        for k in range(nfe):
+            x = model.G(x, times[k], times[k + 1])
+        return x
+
+    rejects(checks.check_multistep_sampler, backwards, "time direction")
+    rejects(checks.check_multistep_sampler, all_to_zero, "s = 0")
+    rejects(checks.check_multistep_sampler, unchained, "chain")
+    rejects(checks.check_multistep_sampler, one_extra, "jump(s)")
+    rejects(checks.check_multistep_sampler, uneven, "equal jumps")
+    rejects(checks.check_multistep_sampler, lambda m, x1, nfe: x1, "you made 0")
+
+
+def test_slerp_check_accepts_slerp_and_names_lerp_and_a_batch_wide_angle():
+    from gctm_mini.editing import slerp
+
+    assert checks.check_slerp(slerp)
+    rejects(checks.check_slerp, lambda a, b, w: (1 - w) * a + w * b, "lerp")
+
+    def batch_angle(a, b, w):
+        om = torch.arccos((a * b).sum() / (a.norm() * b.norm()))
+        return (torch.sin((1 - w) * om) * a + torch.sin(w * om) * b) / torch.sin(om)
+
+    rejects(checks.check_slerp, batch_angle, "per sample")
+    rejects(checks.check_slerp, lambda a, b, w: a, "endpoints")
+
+    def renormalised_lerp(a, b, w):  # right endpoints and norms, wrong path
+        def norm(v):
+            return v.flatten(1).norm(dim=1).view(-1, *[1] * (v.dim() - 1))
+
+        m = (1 - w) * a + w * b
+        return m / norm(m) * ((1 - w) * norm(a) + w * norm(b))
+
+    rejects(checks.check_slerp, renormalised_lerp, "differs")
+
+
+def test_notebook_07_and_10_questions_accept_the_answer_and_explain_the_others():
+    assert checks.check_precondition_t0_question("b")
+    for wrong in "acd":
+        with pytest.raises(CheckFailed, match="the answer is"):
+            checks.check_precondition_t0_question(wrong)
+    assert checks.check_lerp_norm_answer(1 / math.sqrt(2))
+    with pytest.raises(CheckFailed, match="slerp"):
+        checks.check_lerp_norm_answer(1.0)
+    with pytest.raises(CheckFailed, match="quadrature"):
+        checks.check_lerp_norm_answer(0.5)
+    with pytest.raises(CheckFailed, match="number"):
+        checks.check_lerp_norm_answer("about a half")

@@ -480,3 +480,16 @@ def test_resuming_a_cd_run_without_its_target_network_names_it(tmp_path):
     save_checkpoint(tmp_path, data)
     with pytest.raises(CheckpointError, match="cannot be resumed: it lacks CD's target network"):
         train2d(cfg, tmp_path, progress=False, teacher=teacher)
+
+
+def test_the_colab_cifar10_config_validates_and_is_the_one_hour_t4_run():
+    from gctm_mini.train_images import make_config
+    from gctm_mini.unet import UNET_PRESETS, TwoTimeUNet, count_parameters
+
+    cfg = make_config("cifar10_colab")
+    assert (cfg.data, cfg.method, cfg.coupling, cfg.net) == ("cifar10", "gctm", "ot", "small")
+    assert cfg.download and cfg.amp == "fp16" and cfg.steps == 10_000
+    assert cfg.n_start * 2 ** (cfg.steps // cfg.n_double_every) >= cfg.n_cap  # N reaches its cap
+    assert count_parameters(TwoTimeUNet(32, 3, 3, **UNET_PRESETS[cfg.net])) < 20e6
+    with pytest.raises(ValueError, match="CUDA"):
+        cfg.check_device(torch.device("cpu"))

@@ -210,3 +210,16 @@ def test_slerp_endpoints_and_norm():
     )
     mid = slerp(a, b, 0.5)
     assert abs(float(mid.flatten(1).norm(dim=1).mean() / a.flatten(1).norm(dim=1).mean()) - 1) < 0.2
+
+
+def test_digit_sketch_is_black_and_white_blocks_covering_the_ink():
+    from gctm_mini.editing import digit_sketch
+
+    x = -torch.ones(2, 1, 28, 28)
+    x[0, 0, 10, 11] = 0.5  # one inked pixel → its 2×2 block, all white
+    s = digit_sketch(x)
+    assert set(s.unique().tolist()) <= {-1.0, 1.0}
+    assert torch.equal(s[0, 0, 10:12, 10:12], torch.ones(2, 2))
+    assert int((s[0] > 0).sum()) == 4 and bool((s[1] == -1).all())
+    with pytest.raises(ValueError, match="divide"):
+        digit_sketch(x, block=3)
