@@ -122,8 +122,8 @@ def test_build_is_idempotent_and_keeps_outputs_and_execution_counts(tmp_path):
         ]
 
 
-@pytest.mark.parametrize("nb", [p for p in SOLUTIONS if p.name < "10"], ids=lambda p: p.name[:2])
-def test_notebooks_01_to_09_have_exercises_with_checks(nb):
+@pytest.mark.parametrize("nb", [p for p in SOLUTIONS if p.name < "11"], ids=lambda p: p.name[:2])
+def test_notebooks_01_to_10_have_exercises_with_checks(nb):
     exercises = find_exercises(load(nb), nb.name)
     assert exercises, f"{nb.name} has no exercise"
     cells = load(nb)["cells"]
