@@ -275,9 +275,3 @@ def test_pre_commit_runs_ruff_and_the_notebook_hook_but_not_on_generated_noteboo
     nb = hooks["strip-notebook-metadata"]
     assert re.match(nb["files"], "notebooks/05_gctm_2d.ipynb")
     assert re.match(nb["exclude"], "notebooks/exercises/05_gctm_2d.ipynb")
-
-
-def test_project_urls_name_the_repository_the_notebooks_clone():
-    from gctm_mini import classroom
-
-    assert PYPROJECT["project"]["urls"]["Repository"] == classroom.REPO_URL
