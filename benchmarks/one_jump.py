@@ -57,36 +57,18 @@ VARIANTS: dict[str, dict] = {
     "jump25": {"jump_prob": 0.25},
     "jump50": {"jump_prob": 0.5},
     # not a config field: handled by the hook in run_job
-    "snapup": {"_snap": "up"},
+    "snapup": {"t_snap": "up"},
 }
 SAMPLE_EMAS: tuple[float, ...] = ()
 """Slower EMAs kept beside the run's own (which is also the ODE teacher) and scored too
 (``--sample-emas``)."""
 
 
-def _draw_tsu_up(grid, batch, rng=None):
-    """draw_tsu with t snapped *up* to the next grid node instead of the nearest one."""
-    from gctm_mini.randomness import Draws
-
-    rng = rng or Draws()
-    N = grid.shape[0] - 1
-    dev = grid.device
-    s_idx = rng.categorical(1 - grid[:N], batch).to(dev)
-    lam = rng.beta(1.2, 2.0, batch).to(dev, grid.dtype)
-    t_cont = lam + (1 - lam) * grid[s_idx]
-    t_idx = torch.maximum(torch.bucketize(t_cont, grid).clamp(1, N), s_idx + 1)
-    u_idx = s_idx + (rng.rand(batch).to(dev) * (t_idx - s_idx)).long()
-    return t_idx, s_idx, torch.minimum(u_idx, t_idx - 1)
-
-
 def _install_hooks(over: dict) -> dict:
     """Apply the non-config keys of a variant; returns the dict that collects sampling EMAs."""
-    import gctm_mini.consistency as cons
     import gctm_mini.training as tr
     from gctm_mini.ema import EMA
 
-    if over.pop("_snap", None) == "up":
-        cons.draw_tsu = _draw_tsu_up
     slow: dict = {}
 
     class SlowEMAs(EMA):

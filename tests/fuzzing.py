@@ -34,6 +34,8 @@ import gctm_mini
 from gctm_mini._optional import MissingExtraError
 from gctm_mini.checkpoint import CheckpointError
 from gctm_mini.evaluation import MetricUnavailableError
+from gctm_mini.models import build_model, mlp_spec
+from gctm_mini.parameterization import CouplingMoments
 
 PACKAGE = Path(gctm_mini.__file__).resolve().parent
 
@@ -302,3 +304,32 @@ def counts(lo: int, hi: int):
 def names(valid):
     """One of the ``valid`` names half the time, else another string or odd value."""
     return st.one_of(st.sampled_from(list(valid)), st.text(max_size=6), ODD_VALUES)
+
+
+# ---------------------------------------------------------------- small fixed models
+
+
+def toy(bidirectional: bool = False):
+    """A small 2D flow-map model with visibly non-zero output (fixed weights)."""
+    torch.manual_seed(0)
+    model = build_model(mlp_spec(hidden=16, depth=2, bidirectional=bidirectional)).eval()
+    torch.nn.init.normal_(model.net.out.weight, std=0.3)
+    return model.requires_grad_(False)
+
+
+def image_model():
+    """A small 3×8×8 U-Net flow-map model (fixed weights)."""
+    torch.manual_seed(0)
+    spec = {
+        "net": "unet",
+        "data_shape": [3, 8, 8],
+        "net_kwargs": {
+            "img_resolution": 8,
+            "model_channels": 8,
+            "channel_mult": [1],
+            "num_blocks": 1,
+            "attn_resolutions": [],
+            "dropout": 0.0,
+        },
+    }
+    return build_model(spec, CouplingMoments(0.25, 1.0, 0.0)).eval().requires_grad_(False)

@@ -23,9 +23,11 @@ from fuzzing import (
     call,
     counts,
     good,
+    image_model,
     names,
     numbers,
     tensors,
+    toy,
 )
 from hypothesis import given
 from hypothesis import strategies as st
@@ -81,32 +83,7 @@ from gctm_mini.solvers import METHODS, integrate, integrate_per_sample, nfe_of, 
 from gctm_mini.train_images import ImageConfig, make_config
 from gctm_mini.training import Toy2DConfig
 
-
-def _toy(bidirectional: bool = False):
-    torch.manual_seed(0)
-    m = build_model(mlp_spec(hidden=16, depth=2, bidirectional=bidirectional)).eval()
-    torch.nn.init.normal_(m.net.out.weight, std=0.3)  # not the zero-initialized identity
-    return m.requires_grad_(False)
-
-
-def _image_model():
-    torch.manual_seed(0)
-    spec = {
-        "net": "unet",
-        "data_shape": [3, 8, 8],
-        "net_kwargs": {
-            "img_resolution": 8,
-            "model_channels": 8,
-            "channel_mult": [1],
-            "num_blocks": 1,
-            "attn_resolutions": [],
-            "dropout": 0.0,
-        },
-    }
-    return build_model(spec, CouplingMoments(0.25, 1.0, 0.0)).eval().requires_grad_(False)
-
-
-M, BI, IMG = _toy(), _toy(True), _image_model()
+M, BI, IMG = toy(), toy(True), image_model()
 B = 4
 
 # --- strategies for the arguments ---------------------------------------------------------

@@ -9,7 +9,7 @@ import math
 
 import pytest
 import torch
-from fuzzing import Hang, error_problem, nonfinite, time_limit
+from fuzzing import Hang, error_problem, image_model, nonfinite, time_limit, toy
 
 from gctm_mini import cli
 from gctm_mini.checkpoint import load_checkpoint, save_checkpoint
@@ -31,30 +31,6 @@ from gctm_mini.timegrid import curriculum_N, draw_tsu, edm_times, fine_grid, uni
 from gctm_mini.training import Toy2DConfig
 
 NAN, INF = math.nan, math.inf
-
-
-def toy(bidirectional: bool = False):
-    torch.manual_seed(0)
-    model = build_model(mlp_spec(hidden=16, depth=2, bidirectional=bidirectional)).eval()
-    torch.nn.init.normal_(model.net.out.weight, std=0.3)
-    return model.requires_grad_(False)
-
-
-def image_model():
-    torch.manual_seed(0)
-    spec = {
-        "net": "unet",
-        "data_shape": [3, 8, 8],
-        "net_kwargs": {
-            "img_resolution": 8,
-            "model_channels": 8,
-            "channel_mult": [1],
-            "num_blocks": 1,
-            "attn_resolutions": [],
-            "dropout": 0.0,
-        },
-    }
-    return build_model(spec, CouplingMoments(0.25, 1.0, 0.0)).eval().requires_grad_(False)
 
 
 M, BI, IMG = toy(), toy(True), image_model()
