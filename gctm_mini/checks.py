@@ -958,17 +958,17 @@ def check_gamma_sampler(fn: Callable) -> bool:
 
 def _masks(model, rng, seed: int):
     """The dropout masks of one training pass, keyed by ``seed`` (same seed → same masks)."""
-    if hasattr(rng, "dropout"):
-        return rng.dropout(model, seed)
-    from .consistency import same_randomness
-
-    return same_randomness(seed)
+    return rng.dropout(model, seed)
 
 
-def gctm_pieces(fm_times: str = "uniform") -> dict[str, Callable]:
+def gctm_pieces(
+    fm_times: str = "uniform", t_snap: str = "nearest", jump_prob: float = 0.0
+) -> dict[str, Callable]:
     """The given pieces of the GCTM-loss exercise, as the package computes them:
 
-    * ``draw(grid, batch, rng) -> (t_idx, s_idx, u_idx)`` — :func:`~gctm_mini.timegrid.draw_tsu`;
+    * ``draw(grid, batch, rng) -> (t_idx, s_idx, u_idx)`` — :func:`~gctm_mini.timegrid.draw_tsu`
+      with ``t_snap``, then a share ``jump_prob`` of the samples set to (t, s) = (1, 0) with u
+      uniform below 1, in the order :func:`~gctm_mini.consistency.gctm_loss` draws them;
     * ``solve(v, x, grid, start_idx, end_idx)`` — Heun along the grid
       (:func:`~gctm_mini.solvers.integrate_per_sample`);
     * ``fm(model, x0, x1, rng, seed)`` — the FM term with times from ``rng`` (``fm_times``)
@@ -984,8 +984,19 @@ def gctm_pieces(fm_times: str = "uniform") -> dict[str, Callable]:
         with _masks(model, rng, seed + 1) if hasattr(rng, "dropout") else _nullcontext():
             return fm_loss(model, x0, x1, t)
 
+    def draw(grid, batch, rng):
+        t_idx, s_idx, u_idx = draw_tsu(grid, batch, rng, t_snap)
+        if jump_prob > 0:
+            N = grid.shape[0] - 1
+            jump = rng.rand(batch).to(grid.device) < jump_prob
+            u_jump = (rng.rand(batch).to(grid.device) * N).long().clamp(max=N - 1)
+            t_idx = torch.where(jump, torch.full_like(t_idx, N), t_idx)
+            s_idx = torch.where(jump, torch.zeros_like(s_idx), s_idx)
+            u_idx = torch.where(jump, u_jump, u_idx)
+        return t_idx, s_idx, u_idx
+
     return {
-        "draw": lambda grid, batch, rng: draw_tsu(grid, batch, rng),
+        "draw": draw,
         "solve": lambda v, x, grid, i, j: integrate_per_sample(v, x, grid, i, j, "heun"),
         "fm": fm,
     }
@@ -1212,6 +1223,37 @@ def check_gctm_loss(fn: Callable) -> bool:
         ref, _ = reference(grid16, 3, 1.0, 0.0)
         if not _close(out.detach(), ref.detach(), 1e-4):
             raise CheckFailed("right on an 8-interval grid but wrong on a 16-interval one")
+        # the run's draw: t snapped one node up and half the samples on the one jump (1, 0)
+        model, ema = nets(0.0)
+        out = _call(
+            functools.partial(fn, **gctm_pieces("uniform", "up", 0.5)),
+            model,
+            ema,
+            x0,
+            x1,
+            grid16,
+            Draws(torch.Generator().manual_seed(4)),
+            1.0,
+            what="gctm_loss(model, ema, x0, x1, grid, rng, lam, draw=…, solve=…, fm=…)",
+        )
+        model_r, ema_r = nets(0.0)
+        ref, _ = gctm_loss(
+            model_r,
+            ema_r,
+            x0,
+            x1,
+            grid16,
+            fm_times="uniform",
+            t_snap="up",
+            jump_prob=0.5,
+            rng=Draws(torch.Generator().manual_seed(4)),
+        )
+        if not _close(out.detach(), ref.detach(), 1e-4):
+            raise CheckFailed(
+                "right with the plain (t, s, u) draw but wrong when the given draw returns "
+                "one-jump samples (t, s) = (1, 0): call draw(grid, B, rng) once and read t, s "
+                "and u off the indices it returns"
+            )
     return _ok("GCTM loss")
 
 

@@ -531,6 +531,19 @@ def test_gctm_loss_check_names_ema_target_and_time_direction():
     rejects(checks.check_gctm_loss, variant("no_fm"), "fm term")
 
 
+def test_gctm_loss_check_rejects_a_loss_that_ignores_the_given_draw():
+    """A loss that draws (t, s, u) itself instead of calling the given draw agrees on the plain
+    draw's cases but not on the run's draw with one-jump samples (t, s) = (1, 0)."""
+    from gctm_mini.checks import _gctm_variant
+    from gctm_mini.timegrid import draw_tsu
+
+    def own_draw(model, ema, x0, x1, grid, rng, lam=1.0, *, draw, solve, fm):
+        pieces = {"draw": lambda g, b, r: draw_tsu(g, b, r), "solve": solve, "fm": fm}
+        return _gctm_variant(model, ema, x0, x1, grid, rng, lam, pieces)
+
+    rejects(checks.check_gctm_loss, own_draw, "one-jump samples")
+
+
 def test_multiple_choice_checks_accept_the_answer_and_explain_it():
     assert checks.check_gctm_u_equals_s("b")
     assert checks.check_gctm_u_equals_s(" (B) ")

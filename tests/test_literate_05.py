@@ -1,5 +1,5 @@
-"""Notebook 05's literate cells compute what the package computes: the (t, s, u) draw, the
-Heun teacher, the FM term, the GCTM loss (the solution of Exercise 1) and one training step,
+"""Notebook 05's literate cells compute what the package computes: the (t, s, u) draw and the
+one-jump share, the Heun teacher, the FM term, the GCTM loss (the solution of Exercise 1) and one training step,
 each held equal to the package function it mirrors (same seed → same tensors)."""
 
 from dataclasses import replace
@@ -16,7 +16,7 @@ from gctm_mini.timegrid import draw_tsu, fine_grid
 from gctm_mini.training import Toy2DConfig, train2d
 from tests.literate import defined_functions, literate_namespace
 
-COMPARED = {"draw_tsu", "heun_step", "heun_solve", "fm_term", "my_gctm_loss", "train_step"}
+COMPARED = {"draw_tsu", "draw_times", "heun_step", "heun_solve", "fm_term", "my_gctm_loss", "train_step"}
 
 
 @pytest.fixture(scope="module")
@@ -51,13 +51,48 @@ def test_every_literate_function_is_compared_here():
     assert set(defined_functions("05")) == COMPARED
 
 
+@pytest.mark.parametrize("snap", ["nearest", "up"])
 @pytest.mark.parametrize("N, shift", [(4, 0.0), (16, 0.0), (16, 0.37), (64, 0.9)])
-def test_draw_matches_timegrid_draw_tsu(ns, N, shift):
+def test_draw_matches_timegrid_draw_tsu(ns, N, shift, snap):
     grid = fine_grid(N, dtype=torch.float32, shift=shift)
-    mine = ns["draw_tsu"](grid, 500, draws(N))
-    ref = draw_tsu(grid, 500, draws(N))
+    mine = ns["draw_tsu"](grid, 500, draws(N), snap)
+    ref = draw_tsu(grid, 500, draws(N), snap=snap)
     for a, b in zip(mine, ref, strict=True):
         assert torch.equal(a, b)
+
+
+def test_draw_times_defaults_are_the_default_2d_gctm_run(ns):
+    run = Toy2DConfig(method="gctm").validate()
+    assert ns["RUN"] == run and run.jump_prob > 0
+    grid = fine_grid(8, dtype=torch.float32)
+    a = ns["draw_times"](grid, 300, draws(2))
+    b = ns["draw_times"](grid, 300, draws(2), run.t_snap, run.jump_prob)
+    for u, v in zip(a, b, strict=True):
+        assert torch.equal(u, v)
+
+
+@pytest.mark.parametrize("snap, jump_prob", [("nearest", 0.0), ("nearest", 0.25), ("up", 0.5)])
+def test_draw_times_are_the_indices_gctm_loss_trains_on(ns, monkeypatch, snap, jump_prob):
+    """The indices gctm_loss hands to its ODE solve (t_idx, u_idx) and the jumps it trains
+    (s through model._G) are those of draw_times from the same rng."""
+    seen = {}
+
+    def spy(v, x, grid, start, end, method):
+        seen["t"], seen["u"] = start.clone(), end.clone()
+        return integrate_per_sample(v, x, grid, start, end, method)
+
+    monkeypatch.setattr(gm.consistency, "integrate_per_sample", spy)
+    grid = fine_grid(16, dtype=torch.float32, shift=0.2)
+    model, ema = model_pair()
+    x0, x1 = batch(3, 400)
+    gctm_loss(model, ema, x0, x1, grid, t_snap=snap, jump_prob=jump_prob, rng=draws(5))
+    t_idx, s_idx, u_idx = ns["draw_times"](grid, 400, draws(5), snap, jump_prob)
+    assert torch.equal(seen["t"], t_idx) and torch.equal(seen["u"], u_idx)
+    jumps = (t_idx == 16) & (s_idx == 0)
+    if jump_prob == 0.0:
+        assert float(jumps.float().mean()) < 0.01
+    else:  # the share is drawn per sample: within 5 binomial standard deviations
+        assert abs(float(jumps.float().mean()) - jump_prob) < 5 * (jump_prob / 400) ** 0.5
 
 
 def test_heun_step_matches_the_solver_step_including_steps_onto_zero(ns):
@@ -110,9 +145,11 @@ def test_exercise_solution_is_gctm_loss_bit_for_bit(ns, dropout, lam, N):
     grid = fine_grid(N, dtype=torch.float32, shift=0.3)
     x0, x1 = batch(6)
     model, ema = model_pair(dropout, seed=1)
+    torch.manual_seed(9)  # the EMA teacher in train mode draws its dropout from torch's RNG
     mine = ns["my_gctm_loss"](model, ema, x0, x1, grid, draws(7), lam)
     mine.backward()
     model_r, ema_r = model_pair(dropout, seed=1)
+    torch.manual_seed(9)
     ref, _ = gctm_loss(
         model_r,
         ema_r,
@@ -122,6 +159,8 @@ def test_exercise_solution_is_gctm_loss_bit_for_bit(ns, dropout, lam, N):
         lam=lam,
         fm_times=run.fm_times,
         fm_source_prob=run.fm_source_prob,
+        t_snap=run.t_snap,
+        jump_prob=run.jump_prob,
         rng=draws(7),
     )
     ref.backward()
