@@ -16,7 +16,15 @@ from gctm_mini.timegrid import draw_tsu, fine_grid
 from gctm_mini.training import Toy2DConfig, train2d
 from tests.literate import defined_functions, literate_namespace
 
-COMPARED = {"draw_tsu", "draw_times", "heun_step", "heun_solve", "fm_term", "my_gctm_loss", "train_step"}
+COMPARED = {
+    "draw_tsu",
+    "draw_times",
+    "heun_step",
+    "heun_solve",
+    "fm_term",
+    "my_gctm_loss",
+    "train_step",
+}
 
 
 @pytest.fixture(scope="module")
