@@ -1591,3 +1591,172 @@ def check_lerp_norm_answer(value: float) -> bool:
     if abs(v - 0.5) <= 0.02:
         raise CheckFailed(f"0.5 would hold if a = b; independent latents add in quadrature — {why}")
     raise CheckFailed(f"not {v:g} — {why}")
+
+
+# ------------------------------------------------------------ notebook 09: zero-shot restoration
+
+
+def _zero_shot_variant(model, y, op, nfe, x_start, t_start, mistake=None):
+    """:func:`gctm_mini.restoration.zero_shot_restore` (η = 0) from a given start, or one of
+    its typical mistakes."""
+    times = torch.linspace(t_start, 0.0, nfe + 1)
+    x, x0_hat = x_start, x_start
+    for i in range(nfe):
+        t, tn = float(times[i]), float(times[i + 1])
+        x0_hat = model.G(x, t, 0.0)
+        if tn == 0.0:
+            break
+        eps_hat = x_start if mistake == "start_noise" else (x - (1 - t) * x0_hat) / t
+        x0_next = x0_hat if mistake == "no_projection" else op.project(x0_hat, y)
+        x = (1 - tn) * x0_next + tn * eps_hat
+    if mistake == "no_final":
+        return x0_hat
+    return op.project(x0_hat, y, iters=1 if mistake == "one_final" else 50)
+
+
+def check_zero_shot_restore(fn: Callable) -> bool:
+    """``fn(model, y, op, nfe, x_start, t_start)`` must run zero-shot restoration with an
+    unconditional flow map (η = 0): for the K = ``nfe`` times :math:`t_i = t_0(1 - i/K)`,
+    :math:`\\hat x_0 = G_\\theta(x_{t_i}, t_i, 0)`, :math:`\\hat\\varepsilon = (x_{t_i} - (1 - t_i)
+    \\hat x_0)/t_i`, :math:`x_{t_{i+1}} = (1 - t_{i+1})\\,\\Pi_y(\\hat x_0) + t_{i+1}\\hat
+    \\varepsilon`, and return :math:`\\Pi_y(\\hat x_0)` after the last jump with 50 projection
+    iterations (``op.project(x0_hat, y, iters=50)``) — as
+    :func:`gctm_mini.restoration.zero_shot_restore`."""
+    from .degradations import Degradation
+    from .models import build_model
+    from .parameterization import CouplingMoments
+    from .restoration import trajectory_start, zero_shot_restore
+
+    spec = {
+        "net": "unet",
+        "net_kwargs": dict(
+            img_resolution=8, in_channels=1, out_channels=1, model_channels=8,
+            channel_mult=[1, 2], num_blocks=1, attn_resolutions=[], dropout=0.0,
+        ),
+        "data_shape": [1, 8, 8],
+        "sigma_max": 80.0,
+        "bidirectional": False,
+    }  # fmt: skip
+    torch.manual_seed(0)
+    model = build_model(spec, CouplingMoments(0.3, 1.0, 0.05)).eval()
+    with torch.no_grad():
+        for p in model.parameters():
+            p.copy_(0.2 * torch.randn(p.shape, generator=torch.Generator().manual_seed(p.numel())))
+    x0 = torch.rand(3, 1, 8, 8, generator=torch.Generator().manual_seed(5)) * 2 - 1
+    mistakes = {
+        "no_projection": "the data-consistency step is missing: project the one-jump estimate "
+        "onto the measurement, op.project(x0_hat, y), before re-noising it to the next time",
+        "start_noise": "re-noise with the source the jump implies, ε̂ = (x_t − (1 − t)·x̂0)/t, "
+        "not with the starting noise: the trajectory must follow the current state",
+        "no_final": "return the measurement-consistent answer: after the last jump project "
+        "x̂0 once more, op.project(x0_hat, y, iters=50)",
+        "one_final": "the last projection must converge on the measurement: 50 Landweber "
+        "iterations (iters=50), not one",
+    }
+    for task, nfe, t0 in (
+        ("inpaint", 3, 1.0),
+        ("sr2", 2, 0.5),
+        ("sr2", 1, 0.2),
+        ("inpaint", 4, 0.6),
+    ):
+        op = Degradation(task)
+        y = op.clean(x0)
+        x_start = trajectory_start(op, y, t0, torch.Generator().manual_seed(7))
+        calls: list[tuple[float, float]] = []
+        G = model.G
+
+        def recording(x, t, s, G=G, calls=calls):
+            calls.append(
+                (float(torch.as_tensor(t).flatten()[0]), float(torch.as_tensor(s).flatten()[0]))
+            )
+            return G(x, t, s)
+
+        model.G = recording
+        try:
+            with torch.no_grad():
+                out = _call(
+                    fn, model, y, op, nfe, x_start, t0, what=f"zero_shot({task}, nfe={nfe})"
+                )
+        finally:
+            del model.G
+        with torch.no_grad():
+            ref = zero_shot_restore(
+                model, y, op, nfe, generator=torch.Generator().manual_seed(7), t_start=t0
+            )
+            if not _close(ref, _zero_shot_variant(model, y, op, nfe, x_start, t0), 1e-5):
+                raise RuntimeError("check_zero_shot_restore is out of step with zero_shot_restore")
+            if not torch.is_tensor(out) or out.shape != y.shape:
+                raise CheckFailed(f"return restored images shaped like y {tuple(y.shape)}")
+            if len(calls) != nfe:
+                raise CheckFailed(
+                    f"NFE = {nfe} means {nfe} calls of model.G; you made {len(calls)}"
+                )
+            if any(s != 0.0 for _, s in calls):
+                raise CheckFailed("every jump goes to the data, s = 0: x̂0 = model.G(x, t_i, 0)")
+            want = [t0 * (1 - i / nfe) for i in range(nfe)]
+            if any(abs(a - b) > 1e-6 for (a, _), b in zip(calls, want, strict=True)):
+                got = ", ".join(f"{t:.3g}" for t, _ in calls)
+                raise CheckFailed(
+                    f"the jumps start at t_0 = {t0:g} and go down in K equal steps "
+                    f"t_i = t_0·(1 − i/K); you started them at {got}"
+                )
+            if _close(out, ref, 1e-4):
+                continue
+            for name, why in mistakes.items():
+                if _close(out, _zero_shot_variant(model, y, op, nfe, x_start, t0, name), 1e-4):
+                    raise CheckFailed(why)
+        raise CheckFailed(
+            f"{task}, NFE {nfe}, t_0 = {t0:g}: your restoration differs from zero_shot_restore "
+            "(check the re-noising x = (1 − t_next)·Π_y(x̂0) + t_next·ε̂)"
+        )
+    return _ok("zero-shot restoration")
+
+
+# ------------------------------------------------------------ notebook 08: the paired source
+
+
+def check_paired_source(fn: Callable) -> bool:
+    """``fn(x0, mask, hole_noise, z, eps)`` must build the translation source of the paired
+    coupling, :math:`X_1 = m \\odot X_0 + (1 - m) \\odot \\zeta + \\varepsilon z`: the observed
+    pixels of the target (mask ``m`` = 1), N(0, 1) noise ζ in the hole, and the source
+    perturbation ε·z on every pixel — as ``Degradation("half")(x0, noise=hole_noise) + eps * z``
+    (what :func:`gctm_mini.train_images.draw_image_batch` feeds the network)."""
+    from .degradations import Degradation
+
+    g = torch.Generator().manual_seed(8)
+    x0 = torch.rand(4, 1, 8, 8, generator=g) * 2 - 1
+    hole, z = torch.randn(x0.shape, generator=g), torch.randn(x0.shape, generator=g)
+    op = Degradation("half")
+    m = op.mask(x0)
+    eps = 0.3
+    out = _call(fn, x0, m, hole, z, eps, what="paired_source(x0, mask, hole_noise, z, eps)")
+    ref = op(x0, noise=hole) + eps * z
+    if not torch.is_tensor(out) or out.shape != x0.shape:
+        raise CheckFailed(f"return a batch shaped like x0 {tuple(x0.shape)}")
+    if _close(out, ref):
+        if not _close(_call(fn, x0, m, hole, z, 0.0, what="with eps = 0"), op(x0, noise=hole)):
+            raise CheckFailed("with ε = 0 the source is the degraded image alone: scale z by eps")
+        return _ok("paired source X1 = H(X0) + ε·z")
+    variants = {
+        "the mask is inverted: keep the pixels where mask = 1 (the upper half, observed) and put "
+        "noise where mask = 0 (the hole)": (1 - m) * x0 + m * hole + eps * z,
+        "the source perturbation ε·z is missing: add it to every pixel": op(x0, noise=hole),
+        "ε·z goes on every pixel, not only in the hole: the observed half is perturbed too "
+        "(that is what keeps the coupling from being deterministic there)": op(x0, noise=hole)
+        + eps * z * (1 - m),
+        "ε·z goes on every pixel, not only on the observed half": op(x0, noise=hole) + eps * z * m,
+        "fill the hole with the noise ζ (hole_noise), not with zeros: the hole's content is a "
+        "latent the model turns into a lower half": m * x0 + eps * z,
+        "the hole holds the noise ζ alone, not the target's pixels plus noise: the network must "
+        "never see the lower half it has to produce": m * x0 + (1 - m) * (x0 + hole) + eps * z,
+        "multiply the noise by ε, not the image: X1 = m·X0 + (1 − m)·ζ + ε·z": eps
+        * (m * x0 + (1 - m) * hole)
+        + z,
+    }
+    for why, wrong in variants.items():
+        if _close(out, wrong):
+            raise CheckFailed(why)
+    raise CheckFailed(
+        "X1 = mask·x0 + (1 − mask)·hole_noise + eps·z; compare with "
+        "Degradation('half')(x0, noise=hole_noise) + eps * z"
+    )

@@ -8,7 +8,10 @@ samples):
 * ``deblur`` — Gaussian blur, σ = 0.8 pixels (7×7 kernel, reflect padding); σ = 0 is the
   identity, the σ → 0 limit of the blur;
 * ``inpaint`` — a centre box (half the side) removed; the hole is filled with N(0, 1) noise
-  (the measurement is the pixels outside the box).
+  (the measurement is the pixels outside the box);
+* ``half`` — the lower half removed (rows H/2 … H), filled with N(0, 1) noise like
+  ``inpaint``: the upper half of a digit has many possible lower halves, so the task has many
+  answers (notebook 08's translation task).
 
 The first three are linear, :math:`y = Hx`; :meth:`Degradation.adjoint` is :math:`H^\top` (by a
 vector–Jacobian product, exact for a linear H) and :meth:`Degradation.project` moves an
@@ -30,8 +33,10 @@ from torch import Tensor
 from .randomness import noise_like
 from .validation import MAX_SIZE, check_count, check_finite, check_real
 
-TASKS = ("sr2", "sr4", "deblur", "inpaint", "colorize", "edges")
-RESTORATION_TASKS = ("sr2", "sr4", "deblur", "inpaint")
+TASKS = ("sr2", "sr4", "deblur", "inpaint", "half", "colorize", "edges")
+RESTORATION_TASKS = ("sr2", "sr4", "deblur", "inpaint", "half")
+MASKED_TASKS = ("inpaint", "half")
+"""Tasks that remove pixels (a mask; the hole of the network input is N(0, 1) noise)."""
 MAX_KERNEL = 1025
 """Largest blur kernel side (σ ≤ 170 pixels): wider than any image this package trains on."""
 
@@ -97,11 +102,20 @@ class Degradation:
     def linear(self) -> bool:
         return self.task in ("sr2", "sr4", "deblur")
 
+    @property
+    def masked(self) -> bool:
+        """Whether H removes pixels (``inpaint``, ``half``): y is the observed pixels."""
+        return self.task in MASKED_TASKS
+
     def mask(self, x: Tensor) -> Tensor:
-        """Inpainting: 1 on observed pixels, 0 in the centre box; ``(1, 1, H, W)``."""
+        """1 on observed pixels, 0 in the hole (``inpaint``: the centre box; ``half``: the
+        lower half, rows H/2 … H); ``(1, 1, H, W)``."""
         H, W = x.shape[-2:]
         m = torch.ones(1, 1, H, W, device=x.device, dtype=x.dtype)
-        m[..., H // 4 : H - H // 4, W // 4 : W - W // 4] = 0
+        if self.task == "half":
+            m[..., H // 2 :, :] = 0
+        else:
+            m[..., H // 4 : H - H // 4, W // 4 : W - W // 4] = 0
         return m
 
     def check(self, x: Tensor, name: str = "images") -> None:
@@ -119,9 +133,9 @@ class Degradation:
                     f"deblur with σ = {self.sigma} (radius {pad}) needs images larger than "
                     f"{pad}×{pad} for its reflect padding; got {H}×{W}"
                 )
-        elif self.task == "inpaint":
+        elif self.masked:
             if min(H, W) < 4:
-                raise ValueError(f"inpaint needs images of at least 4×4; got {H}×{W}")
+                raise ValueError(f"{self.task} needs images of at least 4×4; got {H}×{W}")
         elif C != 3:
             raise ValueError(f"{self.task} needs RGB images (C = 3); got C = {C}")
 
@@ -147,7 +161,7 @@ class Degradation:
             pad = k.shape[-1] // 2
             xp = F.pad(x, (pad, pad, pad, pad), mode="reflect")
             return F.conv2d(xp, k.expand(C, 1, *k.shape), groups=C)
-        if self.task == "inpaint":
+        if self.masked:
             return x * self.mask(x)
         if self.task == "colorize":
             lum = 0.299 * x[:, 0:1] + 0.587 * x[:, 1:2] + 0.114 * x[:, 2:3]
@@ -166,7 +180,7 @@ class Degradation:
         from ``noise`` if given, else drawn with ``generator``)."""
         self.check(x)
         y = self._clean(x)
-        if self.task == "inpaint":
+        if self.masked:
             if noise is not None:
                 check_finite(noise, "noise")
                 if noise.shape != x.shape:
@@ -179,7 +193,7 @@ class Degradation:
 
     def adjoint(self, v: Tensor) -> Tensor:
         """:math:`H^\\top v` for a linear H (vector–Jacobian product of :meth:`clean`)."""
-        if not (self.linear or self.task == "inpaint"):
+        if not (self.linear or self.masked):
             raise ValueError(f"{self.task} is not a linear measurement")
         self.check(v, "v")
         return _finite(self._adjoint(v), f"the adjoint of {self.task}")
@@ -206,7 +220,7 @@ class Degradation:
             )
         step = check_real(step, "step", gt=0.0)
         check_count(iters, "iters", 0, MAX_SIZE)
-        if self.task == "inpaint":
+        if self.masked:
             m = self.mask(x_hat)
             return m * y + (1 - m) * x_hat
         if not self.linear:
@@ -219,8 +233,8 @@ class Degradation:
 
     def back_project(self, y: Tensor, iters: int = 50) -> Tensor:
         """The measurement-consistent estimate without any network: ``iters`` Landweber steps
-        from ``y`` itself (iterative back-projection); for inpainting ``y`` as it is (the
-        observed pixels, hole at 0 = mid-grey)."""
+        from ``y`` itself (iterative back-projection); for inpainting (``inpaint``, ``half``)
+        ``y`` as it is (the observed pixels, hole at 0 = mid-grey)."""
         self.check(y, "y")
         check_count(iters, "iters", 0, MAX_SIZE)
         return self.project(y, y, iters=iters) if self.linear else y

@@ -98,7 +98,7 @@ def restore_supervised(
     x0_hat = sample_multistep(model, x1, nfe)
     if consistency is None:
         return x0_hat
-    y = y_input * consistency.mask(y_input) if consistency.task == "inpaint" else y_input
+    y = y_input * consistency.mask(y_input) if consistency.masked else y_input
     return consistency.project(x0_hat, y, iters=iters)
 
 

@@ -676,3 +676,73 @@ def test_notebook_07_and_10_questions_accept_the_answer_and_explain_the_others()
         checks.check_lerp_norm_answer(0.5)
     with pytest.raises(CheckFailed, match="number"):
         checks.check_lerp_norm_answer("about a half")
+
+
+def _zero_shot(model, y, op, nfe, x_start, t_start, project=True, final_iters=50, renoise=None):
+    """Zero-shot restoration written out here, with switches for the typical mistakes."""
+    x, x0_hat = x_start, x_start
+    for i in range(nfe):
+        t, tn = t_start * (1 - i / nfe), t_start * (1 - (i + 1) / nfe)
+        x0_hat = model.G(x, t, 0.0)
+        if i == nfe - 1:
+            break
+        eps_hat = (x - (1 - t) * x0_hat) / t if renoise is None else renoise
+        x = (1 - tn) * (op.project(x0_hat, y) if project else x0_hat) + tn * eps_hat
+    return op.project(x0_hat, y, iters=final_iters) if final_iters else x0_hat
+
+
+def test_zero_shot_check_accepts_the_restoration_and_names_each_typical_mistake():
+    assert checks.check_zero_shot_restore(_zero_shot)
+    rejects(
+        checks.check_zero_shot_restore,
+        lambda m, y, op, k, xs, t0: _zero_shot(m, y, op, k, xs, t0, project=False),
+        "data-consistency step is missing",
+    )
+    rejects(
+        checks.check_zero_shot_restore,
+        lambda m, y, op, k, xs, t0: _zero_shot(m, y, op, k, xs, t0, renoise=xs),
+        "re-noise with the source the jump implies",
+    )
+    rejects(
+        checks.check_zero_shot_restore,
+        lambda m, y, op, k, xs, t0: _zero_shot(m, y, op, k, xs, t0, final_iters=0),
+        "after the last jump",
+    )
+    rejects(
+        checks.check_zero_shot_restore,
+        lambda m, y, op, k, xs, t0: _zero_shot(m, y, op, k, xs, t0, final_iters=1),
+        "iters=50",
+    )
+
+    def from_one(m, y, op, k, xs, t0):  # ignores t_start: jumps from t = 1
+        return _zero_shot(m, y, op, k, xs, 1.0)
+
+    rejects(checks.check_zero_shot_restore, from_one, "t_i = t_0")
+
+    def to_next(m, y, op, k, xs, t0):  # jumps to the next time instead of to the data
+        m.G(xs, t0, t0 * (1 - 1 / k))
+        return _zero_shot(m, y, op, k, xs, t0)
+
+    rejects(checks.check_zero_shot_restore, to_next, "calls of model.G")
+
+
+def test_paired_source_check_accepts_the_source_and_names_each_typical_mistake():
+    def source(x0, m, hole, z, eps):
+        return m * x0 + (1 - m) * hole + eps * z
+
+    assert checks.check_paired_source(source)
+    rejects(
+        checks.check_paired_source, lambda x0, m, h, z, e: (1 - m) * x0 + m * h + e * z, "inverted"
+    )
+    rejects(checks.check_paired_source, lambda x0, m, h, z, e: m * x0 + (1 - m) * h, "missing")
+    rejects(
+        checks.check_paired_source,
+        lambda x0, m, h, z, e: m * x0 + (1 - m) * (h + e * z),
+        "not only in the hole",
+    )
+    rejects(checks.check_paired_source, lambda x0, m, h, z, e: m * x0 + e * z, "not with zeros")
+    rejects(
+        checks.check_paired_source, lambda x0, m, h, z, e: x0 + (1 - m) * h + e * z, "never see"
+    )
+    rejects(checks.check_paired_source, lambda x0, m, h, z, e: source(x0, m, h, z, 0.05), "compare")
+    rejects(checks.check_paired_source, lambda x0, m, h, z, e: x0[:1], "shaped like")

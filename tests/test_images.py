@@ -380,3 +380,26 @@ def test_a_divergence_on_one_process_stops_every_process_at_the_same_step(tmp_pa
     assert "error: training diverged at step 3: non-finite loss term fm = nan" in r.stderr
     assert "error: training diverged at step 3: non-finite loss on another process" in r.stderr
     assert load_raw(tmp_path / "run")["step"] == 2
+
+
+def test_a_warm_start_across_couplings_keeps_the_weights_but_this_couplings_moments():
+    from gctm_mini.assets import load_shipped
+    from gctm_mini.train_images import (
+        build_image_data,
+        estimate_image_moments,
+        make_config,
+        train_images,
+    )
+
+    cfg = make_config("mnist_sr4", ["steps=1", "ckpt_every=1"])
+    run = train_images(cfg, None, progress=False, device="cpu")
+    own = estimate_image_moments(cfg, build_image_data(cfg))
+    shipped = load_shipped("mnist_gctm")
+    for k in ("v0", "v1", "v01"):
+        assert torch.allclose(
+            getattr(run.model, k), getattr(own, k).expand_as(getattr(run.model, k))
+        )
+    assert not torch.allclose(run.model.v01, shipped.v01.float())  # paired ≠ OT moments
+    # the weights started from the shipped model: one Adam step moves each by at most ~lr
+    w, w0 = run.model.net.state_dict(), shipped.net.state_dict()
+    assert max((w[k] - w0[k].float()).abs().max().item() for k in w) < 5 * cfg.lr

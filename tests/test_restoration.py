@@ -223,3 +223,30 @@ def test_digit_sketch_is_black_and_white_blocks_covering_the_ink():
     assert int((s[0] > 0).sum()) == 4 and bool((s[1] == -1).all())
     with pytest.raises(ValueError, match="divide"):
         digit_sketch(x, block=3)
+
+
+def test_half_task_removes_the_lower_half_fills_it_with_noise_and_projects_exactly():
+    x = torch.rand(3, 1, 28, 28, generator=torch.Generator().manual_seed(0)) * 2 - 1
+    op = Degradation("half")
+    m = op.mask(x)
+    assert m[..., :14, :].eq(1).all() and m[..., 14:, :].eq(0).all()
+    z = torch.randn(x.shape, generator=torch.Generator().manual_seed(1))
+    y_in = op(x, noise=z)
+    assert torch.equal(y_in[..., :14, :], x[..., :14, :])
+    assert torch.equal(y_in[..., 14:, :], z[..., 14:, :])
+    y = op.clean(x)
+    assert torch.equal(op.project(torch.zeros_like(x), y), y) and op.masked and not op.linear
+    assert torch.equal(op.adjoint(y), y * m)  # a mask is its own transpose
+
+
+def test_blur_sigma_of_the_config_sets_the_deblur_operator():
+    from gctm_mini.train_images import degradation_of, make_config
+
+    x = torch.rand(2, 1, 28, 28, generator=torch.Generator().manual_seed(0)) * 2 - 1
+    strong = degradation_of(make_config("mnist_deblur"))
+    assert strong.sigma == 2.0
+    assert torch.equal(strong.clean(x), Degradation("deblur", sigma=2.0).clean(x))
+    mild = degradation_of(make_config("mnist_deblur", ["blur_sigma=0.8"]))
+    assert torch.equal(mild.clean(x), Degradation("deblur").clean(x))
+    with pytest.raises(ValueError, match="blur_sigma"):
+        make_config("mnist_deblur", ["blur_sigma=-1"])
