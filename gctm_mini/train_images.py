@@ -558,8 +558,9 @@ def degradation_of(cfg: ImageConfig) -> Degradation:
 
 
 def _same_coupling(cfg: ImageConfig, other: dict) -> bool:
-    """Whether a run config ``other`` pairs the same X0 with the same kind of X1 as ``cfg``."""
-    keys = ("data", "coupling", "task", "eps", "blur_sigma", "batch_size", "seed")
+    """Whether a run config ``other`` pairs the same X0 with the same kind of X1 as ``cfg``
+    (then its moments are this coupling's too, up to the sampling noise of their estimate)."""
+    keys = ("data", "coupling", "task", "eps", "blur_sigma")
     defaults = asdict(ImageConfig())
     return all(other.get(k, defaults[k]) == getattr(cfg, k) for k in keys)
 
