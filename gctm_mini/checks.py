@@ -1760,3 +1760,49 @@ def check_paired_source(fn: Callable) -> bool:
         "X1 = mask·x0 + (1 − mask)·hole_noise + eps·z; compare with "
         "Degradation('half')(x0, noise=hole_noise) + eps * z"
     )
+
+
+def check_euler_regression_question(answer: str) -> bool:
+    """Multiple choice (notebook 08): what does one Euler step of the FM ODE from the source
+    y (t = 1 → 0) return? Right: (c) the regression E[X0 | X1 = y], since v(y, 1) =
+    y − E[X0 | X1 = y]."""
+    options = {
+        "a": "a sample needs the trajectory: one step follows the velocity at t = 1 only, "
+        "which is an average over every X0 paired with y",
+        "b": "the velocity at t = 1 is not zero: X1 − X0 is the whole displacement",
+        "c": "",
+        "d": "y − v(y, 1) = E[X0 | y] does not depend on how the network is preconditioned",
+    }
+    why = (
+        "v(x, t) = E[X1 − X0 | x_t = x]; at t = 1, x_1 = X1 = y, so v(y, 1) = y − E[X0 | y] and "
+        "the step y − 1·v(y, 1) lands on E[X0 | y], the minimizer of the squared error: the "
+        "regression, blurry where the answers disagree"
+    )
+    return _explained_choice(answer, options, "c", why, "one Euler step from the source")
+
+
+def check_sample_vs_mean_answer(value: float) -> bool:
+    """Numeric question (notebook 09): how many dB of PSNR does one *exact* posterior sample
+    lose to the posterior mean? Right: 10·log10(2) ≈ 3.01 dB (within 0.1): a sample X̃ and
+    X0 are independent given y, so E‖X̃ − X0‖² = 2·E‖X0 − E[X0 | y]‖²."""
+    try:
+        v = float(value)
+    except (TypeError, ValueError):
+        raise CheckFailed(f"answer with a number of dB; got {value!r}") from None
+    right = 10 * math.log10(2)
+    why = (
+        "given y, a posterior sample X̃ and the truth X0 are independent draws from the same "
+        "p(X0 | y), so E‖X̃ − X0‖² = 2·tr Cov(X0 | y) while the mean's error is tr Cov(X0 | y): "
+        "twice the MSE, 10·log10(2) ≈ 3.01 dB less PSNR (the mean of K samples loses "
+        "10·log10(1 + 1/K))"
+    )
+    if abs(v - right) <= 0.1:
+        print(f"✓ sample vs mean: {right:.2f} dB — {why}")
+        return True
+    if abs(v + right) <= 0.1:
+        raise CheckFailed(f"the sign: the sample *loses* PSNR to the mean — {why}")
+    if abs(v) <= 0.1:
+        raise CheckFailed(f"a sample is not as good as the mean in squared error — {why}")
+    if abs(v - 6.02) <= 0.1:
+        raise CheckFailed(f"6 dB would be four times the MSE; it is twice — {why}")
+    raise CheckFailed(f"not {v:g} dB — {why}")

@@ -746,3 +746,19 @@ def test_paired_source_check_accepts_the_source_and_names_each_typical_mistake()
     )
     rejects(checks.check_paired_source, lambda x0, m, h, z, e: source(x0, m, h, z, 0.05), "compare")
     rejects(checks.check_paired_source, lambda x0, m, h, z, e: x0[:1], "shaped like")
+
+
+def test_notebook_08_and_09_questions_accept_the_answer_and_explain_the_others():
+    assert checks.check_euler_regression_question("c")
+    for wrong in "abd":
+        with pytest.raises(CheckFailed, match="the answer is"):
+            checks.check_euler_regression_question(wrong)
+    assert checks.check_sample_vs_mean_answer(10 * math.log10(2))
+    with pytest.raises(CheckFailed, match="sign"):
+        checks.check_sample_vs_mean_answer(-3.0)
+    with pytest.raises(CheckFailed, match="twice"):
+        checks.check_sample_vs_mean_answer(0.0)
+    with pytest.raises(CheckFailed, match="four times"):
+        checks.check_sample_vs_mean_answer(6.0)
+    with pytest.raises(CheckFailed, match="number"):
+        checks.check_sample_vs_mean_answer("a lot")
