@@ -114,7 +114,7 @@ def test_nan_or_infinite_value_in_any_float_field_is_rejected(cls, bad):
         ("sigma_max=inf", r"sigma_max must be a number > 0.002; got inf"),
         ("sigma_max=0.001", r"sigma_max must be a number > 0.002"),
         ("dropout=1.5", r"dropout must be a number in \[0, 1\) or -1"),
-        ("lr=0", r"lr must be a number > 0"),
+        ("lr=0", r"lr must be a number in \(0, 1e\+38\]"),
         ("batch_size=0", r"batch_size must be an integer ≥ 1"),
         ("grad_accum=3", r"batch_size must be divisible by grad_accum; got 16 and 3"),
         ("seed=-1", r"seed must be an integer in \[0, 2\^63\)"),
@@ -208,7 +208,7 @@ def test_a_cuda_index_beyond_the_gpus_is_refused(monkeypatch, capsys):
 
 def test_bad_config_values_at_the_cli_are_one_line_and_status_2(capsys, tmp_path):
     out = str(tmp_path / "run")
-    assert "lr must be a number > 0; got nan" in run_error(
+    assert "lr must be a number in (0, 1e+38]; got nan" in run_error(
         ["train2d", "--lr", "nan", "--out", out], capsys
     )
     assert "sigma_max must be a number > 0.002; got inf" in run_error(
