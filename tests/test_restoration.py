@@ -12,6 +12,7 @@ from gctm_mini.models import build_model
 from gctm_mini.parameterization import CouplingMoments
 from gctm_mini.randomness import noise_like
 from gctm_mini.restoration import (
+    choose_dps_settings,
     choose_start_time,
     dps_ode,
     restore_supervised,
@@ -169,6 +170,61 @@ def test_zero_shot_restoration_is_measurement_consistent(task, patches):
     assert err < (1e-6 if task == "inpaint" else 0.1), err
     dps = dps_ode(model, y, op, nfe=2)
     assert dps.shape == x0.shape and torch.isfinite(dps).all()
+
+
+def test_zero_shot_mean_of_draws_is_the_mean_of_the_separate_trajectories(patches):
+    """draws = D runs D trajectories as one batch: the same numbers as D separate calls whose
+    start noise comes, in order, from the same generator; the mean stays consistent."""
+    x0 = F.interpolate(patches[:3], size=(16, 16), mode="bilinear", align_corners=False)
+    op = Degradation("inpaint")
+    y = op.clean(x0)
+    model = tiny_image_model()
+    mean = zero_shot_restore(
+        model, y, op, nfe=2, t_start=0.5, draws=3, generator=torch.Generator().manual_seed(4)
+    )
+    g = torch.Generator().manual_seed(4)
+    starts = noise_like(y.repeat(3, 1, 1, 1), g).view(3, *y.shape)  # what the batch draws
+    one_by_one = []
+    for z in starts:
+        x = (1 - 0.5) * op.back_project(y) + 0.5 * z
+        x0_hat = model.G(x, 0.5, 0.0)
+        eps = (x - 0.5 * x0_hat) / 0.5
+        x = 0.75 * op.project(x0_hat, y) + 0.25 * eps
+        one_by_one.append(op.project(model.G(x, 0.25, 0.0), y, iters=50))
+    expected = torch.stack(one_by_one).mean(0)
+    assert mean.shape == y.shape
+    assert torch.allclose(mean, expected, atol=1e-5)
+    assert torch.allclose(op.clean(mean), y, atol=1e-6)  # the mean of consistent samples
+    single = zero_shot_restore(
+        model, y, op, nfe=2, t_start=0.5, draws=1, generator=torch.Generator().manual_seed(4)
+    )
+    assert torch.allclose(single, torch.stack(one_by_one)[0], atol=1e-5)
+    with pytest.raises(ValueError, match="draws"):
+        zero_shot_restore(model, y, op, nfe=2, draws=0)
+
+
+def test_choose_dps_settings_searches_start_and_step_together(patches, monkeypatch):
+    """The pair with the best validation PSNR over the whole grid, not ζ at a fixed start;
+    a ζ that diverges is skipped, and all diverging is a clear error."""
+    import gctm_mini.restoration as restoration
+
+    x = patches[:4]
+    noise = noise_like(x, torch.Generator().manual_seed(0))
+
+    def fake_dps(model, y, op, nfe, zeta, t_start, generator):  # best at (0.3, 3.0)
+        if zeta > 50:
+            raise ValueError("the DPS iterate is not finite")
+        return x + (abs(t_start - 0.3) + abs(zeta - 3.0) + 1e-3) * noise
+
+    monkeypatch.setattr(restoration, "dps_ode", fake_dps)
+    op = Degradation("sr4")
+    args = (None, op.clean(x), op, x, 4)
+    assert choose_dps_settings(*args, zetas=(1.0, 3.0, 100.0), start_times=(0.1, 0.3, 1.0)) == (
+        0.3,
+        3.0,
+    )
+    with pytest.raises(ValueError, match="diverged"):
+        choose_dps_settings(*args, zetas=(100.0,), start_times=(0.1, 0.3))
 
 
 @pytest.mark.parametrize("task", RESTORATION_TASKS)
