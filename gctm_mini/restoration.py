@@ -146,18 +146,12 @@ def zero_shot_restore(
     ``draws = D`` it is the mean of D such samples, a Monte-Carlo estimate of the posterior
     mean :math:`E[X_0 \mid y]`, the estimate with the least expected squared error (higher
     PSNR, blurrier image); it costs ``nfe × draws`` network evaluations per image, run as one
-    batch of ``D·B`` images. The mean of measurement-consistent samples is consistent too
-    (the projection is affine).
+    batch of ``D·B`` images. The final projection is applied once, to the mean: Π_y is affine,
+    so that equals the mean of the D projected samples.
 
     ``y`` must be a finite batch with the model's sample shape that ``op`` accepts.
     """
     check_count(draws, "draws", maximum=MAX_SIZE)
-    if draws > 1:
-        check_count(nfe, "nfe", maximum=MAX_SIZE)
-        _check_measurement(model, y, op, "y")
-        reps = y.repeat(draws, *([1] * (y.dim() - 1)))
-        out = zero_shot_restore(model, reps, op, nfe, eta, final_iters, generator, t_start)
-        return out.view(draws, *y.shape).mean(0)
     check_count(nfe, "nfe", maximum=MAX_SIZE)
     check_count(final_iters, "final_iters", 0, MAX_SIZE)
     eta = check_real(eta, "eta (the fresh-noise fraction)", ge=0.0, le=1.0)
@@ -165,7 +159,14 @@ def zero_shot_restore(
     _check_op(op)
     _check_measurement(model, y, op, "y")
     times = uniform_grid(nfe, t_start, dtype=y.dtype).to(y.device)
-    x = trajectory_start(op, y, t_start, generator)
+    if draws == 1:
+        x = trajectory_start(op, y, t_start, generator)
+    else:  # D starts in one batch: the back-projection once, fresh noise per draw
+        rep = (draws, *[1] * (y.dim() - 1))
+        estimate = op.back_project(y) if t_start < 1.0 else None
+        y = y.repeat(rep)
+        z = noise_like(y, generator)
+        x = z if estimate is None else (1 - t_start) * estimate.repeat(rep) + t_start * z
     x0_hat = x
     for i in range(nfe):
         t, tn = float(times[i]), float(times[i + 1])
@@ -177,6 +178,8 @@ def zero_shot_restore(
             z = noise_like(y, generator)
             eps_hat = (1 - eta**2) ** 0.5 * eps_hat + eta * z
         x = (1 - tn) * op.project(x0_hat, y) + tn * eps_hat
+    if draws > 1:  # Π_y is affine: the projection of the mean is the mean of the projections
+        y, x0_hat = y[: len(y) // draws], x0_hat.view(draws, -1, *x0_hat.shape[1:]).mean(0)
     return op.project(x0_hat, y, iters=final_iters)
 
 
