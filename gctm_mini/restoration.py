@@ -43,7 +43,11 @@ faster", Chung et al. 2022): when H keeps most of the image, only a short stretc
 trajectory is left to travel, and :math:`t_0` should match the error of that estimate.
 :func:`choose_start_time` picks :math:`t_0` on validation images (never on the test set).
 
-**DPS-style baseline** (:func:`dps_ode`, same NFE and the same start): Euler steps of the learned velocity with
+*A sample or the mean.* The answer is one posterior sample. ``draws = D`` averages D
+trajectories from independent starts, an estimate of :math:`E[X_0 \mid y]` at D·K network
+evaluations; PSNR rewards the mean (exact samples lose :math:`10\log_{10}2` dB to it).
+
+**DPS-style baseline** (:func:`dps_ode`, same NFE; start and ζ from :func:`choose_dps_settings`): Euler steps of the learned velocity with
 the diffusion-posterior-sampling correction
 :math:`x \leftarrow x + h\,v_\theta(x, t) - \zeta\,\nabla_x\|y - H(\hat x_0(x))\|` where
 :math:`\hat x_0(x) = x - t\,v_\theta(x, t)`, as in Chung et al. (2023) for this interpolant.
