@@ -50,6 +50,7 @@ VARIANTS: dict[str, dict] = {
     "lognormal": {"fm_times": "lognormal"},
     "unweighted": {"weighted": False},
     "h128": {"hidden": 128},
+    "h512": {"hidden": 512},
     "d3": {"depth": 3},
     "nojitter": {"grid_jitter": False},
     # not config fields (yet): handled by the hooks in run_job
