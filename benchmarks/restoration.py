@@ -60,10 +60,11 @@ def choose_settings(prior, op: Degradation, x_val: torch.Tensor, nfe: int, quick
     y_val = op.clean(x_val)
 
     def zero_shot(k: int, draws: int) -> Callable[[float], torch.Tensor]:
-        g = torch.Generator
-        return lambda t0: zero_shot_restore(
-            prior, y_val, op, nfe=k, draws=draws, t_start=t0, generator=g().manual_seed(0)
-        )
+        def restore(t0: float) -> torch.Tensor:
+            g = torch.Generator().manual_seed(0)
+            return zero_shot_restore(prior, y_val, op, nfe=k, draws=draws, t_start=t0, generator=g)
+
+        return restore
 
     with torch.no_grad():
         sample_t0, _ = choose_start_time(zero_shot(nfe, 1), x_val, starts)
@@ -96,7 +97,7 @@ def methods(op: Degradation, sup, prior, nfe: int, settings: dict) -> dict:
     }
 
 
-def score_task(task: str, restorers: dict, x: torch.Tensor, labels: torch.Tensor, op, k: int):
+def score_task(restorers: dict, x: torch.Tensor, labels: torch.Tensor, op, k: int):
     """Per method, the per-subset (psnr, gain, ssim, accuracy, ms/image) rows."""
     scores: dict = {key: [] for key in restorers}
     for subset, idx in enumerate(torch.arange(len(x)).chunk(k)):
@@ -152,7 +153,7 @@ def main() -> None:
             flush=True,
         )
         restorers = methods(op, run.ema.eval(), prior, args.nfe, settings)
-        for (method, nfe), per in score_task(task, restorers, x, labels, op, subsets).items():
+        for (method, nfe), per in score_task(restorers, x, labels, op, subsets).items():
             v = torch.tensor(per, dtype=torch.float64)
             m, s = v.mean(0), (v.std(0) if len(v) > 1 else torch.zeros(5))
             rows.append(

@@ -107,18 +107,25 @@ def restore_supervised(
 
 
 def trajectory_start(
-    op: Degradation, y: Tensor, t_start: float, generator: torch.Generator | None = None
+    op: Degradation,
+    y: Tensor,
+    t_start: float,
+    generator: torch.Generator | None = None,
+    draws: int = 1,
 ) -> Tensor:
     r""":math:`x_{t_0}` for zero-shot restoration: pure source noise at ``t_start = 1``, else
     :math:`(1 - t_0)\,\Pi^\infty_y(y) + t_0 z` with the back-projected measurement
-    (:meth:`~gctm_mini.degradations.Degradation.back_project`)."""
+    (:meth:`~gctm_mini.degradations.Degradation.back_project`). With ``draws = D``, D starts
+    per measurement, ``(D·B, C, H, W)`` (draw-major): the back-projection once, fresh z each."""
     t_start = _check_t_start(t_start)
+    check_count(draws, "draws", maximum=MAX_SIZE)
     _check_op(op)
     op.check(y, "y")
-    z = noise_like(y, generator)
+    rep = (draws, *[1] * (y.dim() - 1))
+    z = noise_like(y.repeat(rep), generator)
     if t_start == 1.0:
         return z
-    return (1 - t_start) * op.back_project(y) + t_start * z
+    return (1 - t_start) * op.back_project(y).repeat(rep) + t_start * z
 
 
 @torch.no_grad()
@@ -163,14 +170,8 @@ def zero_shot_restore(
     _check_op(op)
     _check_measurement(model, y, op, "y")
     times = uniform_grid(nfe, t_start, dtype=y.dtype).to(y.device)
-    if draws == 1:
-        x = trajectory_start(op, y, t_start, generator)
-    else:  # D starts in one batch: the back-projection once, fresh noise per draw
-        rep = (draws, *[1] * (y.dim() - 1))
-        estimate = op.back_project(y) if t_start < 1.0 else None
-        y = y.repeat(rep)
-        z = noise_like(y, generator)
-        x = z if estimate is None else (1 - t_start) * estimate.repeat(rep) + t_start * z
+    x = trajectory_start(op, y, t_start, generator, draws)  # D starts in one batch
+    y_all = y.repeat(draws, *[1] * (y.dim() - 1))
     x0_hat = x
     for i in range(nfe):
         t, tn = float(times[i]), float(times[i + 1])
@@ -179,12 +180,11 @@ def zero_shot_restore(
             break
         eps_hat = (x - (1 - t) * x0_hat) / t
         if eta > 0:
-            z = noise_like(y, generator)
+            z = noise_like(y_all, generator)
             eps_hat = (1 - eta**2) ** 0.5 * eps_hat + eta * z
-        x = (1 - tn) * op.project(x0_hat, y) + tn * eps_hat
-    if draws > 1:  # Π_y is affine: the projection of the mean is the mean of the projections
-        y, x0_hat = y[: len(y) // draws], x0_hat.view(draws, -1, *x0_hat.shape[1:]).mean(0)
-    return op.project(x0_hat, y, iters=final_iters)
+        x = (1 - tn) * op.project(x0_hat, y_all) + tn * eps_hat
+    # Π_y is affine: the projection of the mean is the mean of the projections
+    return op.project(x0_hat.view(draws, *y.shape).mean(0), y, iters=final_iters)
 
 
 def dps_ode(
