@@ -1,6 +1,7 @@
 """What each 2D training knob does to GCTM's one-jump quality (W2 at NFE 1).
 
-    python benchmarks/one_jump.py --variants base,ema999 [--seeds 3] [--workers 2]
+    python benchmarks/one_jump.py --variants base,ema999 [--seeds 0,1,2] [--workers 2]
+        [--eval-draws 10]
 
 Every variant is a set of :class:`~gctm_mini.training.Toy2DConfig` overrides on top of the
 GCTM exact-OT run with the earlier 2D defaults (``base``: no one-jump share); ``a+b``
@@ -10,6 +11,13 @@ seed k is the same for every variant, so differences between variants are paired
 the data–data floor at the same n (mean of 5 draws). Training runs one per core with one
 torch thread each. Rows are appended to ``benchmarks/results/one_jump.csv`` as they
 finish; the summary (mean ± std over seeds, ratio to the floor) is printed at the end.
+
+One evaluation draw varies by 0.02–0.04 in W2 on its own (the data–data W2 of single draws
+ranges 0.07–0.14 on checkerboard), as much as most knobs change. ``--eval-draws E`` scores
+each trained model on E evaluation draws instead (seed k: generators ``40_000 + 100 k + j``,
+j < E) and records, beside the mean W2, the data–data floor on the same E reference sets;
+those rows go to ``benchmarks/results/one_jump_draws.csv`` and the summary divides by the
+floor of the same draws.
 """
 
 from __future__ import annotations
@@ -24,7 +32,7 @@ import numpy as np
 import torch
 
 from gctm_mini.data2d import make_dataset
-from gctm_mini.metrics import data_floor, quality_by_nfe
+from gctm_mini.metrics import data_floor, floor_values, quality_by_nfe
 from gctm_mini.sampling import make_sampler
 from gctm_mini.training import Toy2DConfig, train2d
 
@@ -47,9 +55,12 @@ VARIANTS: dict[str, dict] = {
     "lr4e3": {"lr": 4e-3},
     "steps4000": {"steps": 4000},
     "steps1500": {"steps": 1500},
+    "steps2000": {"steps": 2000},
+    "steps3000": {"steps": 3000},
     "lognormal": {"fm_times": "lognormal"},
     "unweighted": {"weighted": False},
     "h128": {"hidden": 128},
+    "h192": {"hidden": 192},
     "h512": {"hidden": 512},
     "d3": {"depth": 3},
     "nojitter": {"grid_jitter": False},
@@ -59,6 +70,8 @@ VARIANTS: dict[str, dict] = {
     "jump50": {"jump_prob": 0.5},
     # not a config field: handled by the hook in run_job
     "snapup": {"t_snap": "up"},
+    # not a config field: the EMA teacher's solve t → u by Euler steps instead of Heun's
+    "euler": {"solver": "euler"},
 }
 SAMPLE_EMAS: tuple[float, ...] = ()
 """Slower EMAs kept beside the run's own (which is also the ODE teacher) and scored too
@@ -83,6 +96,14 @@ def _install_hooks(over: dict) -> dict:
                 e.update(model)
 
     tr.EMA = SlowEMAs
+    solver = over.pop("solver", None)
+    if solver is not None:
+        import functools
+
+        import gctm_mini.consistency as cons
+        import gctm_mini.methods as methods
+
+        methods.gctm_loss = functools.partial(cons.gctm_loss, solver=solver)
     return slow
 
 
@@ -96,8 +117,37 @@ def parse_variant(name: str) -> dict:
     return out
 
 
-def run_job(job: tuple[str, str, int, int]) -> dict:
-    variant, data, seed, n = job
+def draws_base(seed: int) -> int:
+    """First generator seed of training seed ``seed``'s evaluation draws (``--eval-draws``)."""
+    return 40_000 + 100 * seed
+
+
+FLOOR_CACHE = OUT / "one_jump_draws_floor.csv"
+"""Floors of the ``--eval-draws`` reference sets, one row per (data, seed, n, draws)."""
+
+
+def draws_floor(data: str, seed: int, n: int, draws: int) -> float:
+    """Mean data–data W2 on the reference sets of training seed ``seed``'s evaluation draws
+    (computed once, then read from :data:`FLOOR_CACHE`)."""
+    key = {"data": data, "seed": str(seed), "n": str(n), "draws": str(draws)}
+    if FLOOR_CACHE.exists():
+        with FLOOR_CACHE.open() as f:
+            for row in csv.DictReader(f):
+                if all(row[k] == v for k, v in key.items()):
+                    return float(row["floor"])
+    vals = floor_values(make_dataset(data), n, draws, "w2", draws_base(seed))
+    floor = float(np.mean(vals))
+    new = not FLOOR_CACHE.exists()
+    with FLOOR_CACHE.open("a", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=[*key, "floor", "floor_std"])
+        if new:
+            w.writeheader()
+        w.writerow({**key, "floor": floor, "floor_std": float(np.std(vals))})
+    return floor
+
+
+def run_job(job: tuple[str, str, int, int, int]) -> list[dict]:
+    variant, data, seed, n, draws = job
     torch.set_num_threads(1)
     over = parse_variant(variant)
     slow = _install_hooks(over)
@@ -112,9 +162,14 @@ def run_job(job: tuple[str, str, int, int]) -> dict:
             make_dataset(data),
             [1],
             n=n,
-            seeds=1,
-            base_seed=30_000 + seed,
+            seeds=draws,
+            base_seed=30_000 + seed if draws == 1 else draws_base(seed),
             floor=float("nan"),
+        )
+        extra = (
+            {}
+            if draws == 1
+            else {"eval_draws": draws, "floor_same_refs": draws_floor(data, seed, n, draws)}
         )
         rows.append(
             {
@@ -125,6 +180,7 @@ def run_job(job: tuple[str, str, int, int]) -> dict:
                 "train_seconds": round(res.seconds, 2),
                 "seconds_per_step": res.seconds / cfg.steps,
                 "w2_nfe1": rep.values[1],
+                **extra,
             }
         )
     return rows
@@ -137,7 +193,8 @@ def main() -> None:
     ap.add_argument("--seeds", default="0,1,2", help="training seeds, e.g. 0,1,2")
     ap.add_argument("--n", type=int, default=4096)
     ap.add_argument("--workers", type=int, default=2)
-    ap.add_argument("--csv", default=str(OUT / "one_jump.csv"))
+    ap.add_argument("--eval-draws", type=int, default=1, help="evaluation draws per model")
+    ap.add_argument("--csv", default="", help="default: one_jump.csv, or one_jump_draws.csv")
     ap.add_argument(
         "--sample-emas", default="", help="e.g. 0.995,0.999: also score these sampling EMAs"
     )
@@ -148,12 +205,13 @@ def main() -> None:
     for v in variants:
         parse_variant(v)
     jobs = [
-        (v, d, s, args.n)
+        (v, d, s, args.n, args.eval_draws)
         for s in map(int, args.seeds.split(","))
         for v in variants
         for d in datasets
     ]
-    path = Path(args.csv)
+    name = "one_jump.csv" if args.eval_draws == 1 else "one_jump_draws.csv"
+    path = Path(args.csv or OUT / name)
     path.parent.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
     rows = []
@@ -173,7 +231,13 @@ def main() -> None:
                     f"({1e3 * row['seconds_per_step']:.1f} ms/step)",
                     flush=True,
                 )
-    floors = {d: data_floor(make_dataset(d), args.n, seeds=5) for d in datasets}
+    if args.eval_draws == 1:
+        floors = {d: data_floor(make_dataset(d), args.n, seeds=5) for d in datasets}
+    else:  # the floor of the same reference sets, averaged like the models' scores
+        floors = {
+            d: float(np.mean([r["floor_same_refs"] for r in rows if r["data"] == d]))
+            for d in datasets
+        }
     print(f"\nfloors (n = {args.n}): " + ", ".join(f"{d} {f:.4f}" for d, f in floors.items()))
     for v in sorted({r["variant"] for r in rows}, key=lambda x: (x.split("|")[0], x)):
         cells = []

@@ -208,7 +208,7 @@ def test_a_cuda_index_beyond_the_gpus_is_refused(monkeypatch, capsys):
 
 def test_bad_config_values_at_the_cli_are_one_line_and_status_2(capsys, tmp_path):
     out = str(tmp_path / "run")
-    assert "lr must be a number in (0, 1e+38]; got nan" in run_error(
+    assert "lr must be a number in (0, 1e+38] or 0; got nan" in run_error(
         ["train2d", "--lr", "nan", "--out", out], capsys
     )
     assert "sigma_max must be a number > 0.002; got inf" in run_error(

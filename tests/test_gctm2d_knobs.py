@@ -100,6 +100,18 @@ def test_jump_prob_auto_is_the_2d_default_from_noise_and_off_for_translation():
         Toy2DConfig(method="gctm", jump_prob=-0.5).validate()
 
 
+def test_lr_auto_is_the_method_default_and_an_explicit_lr_is_kept():
+    from gctm_mini.methods import DEFAULT_LAM_2D, DEFAULT_LR_2D
+
+    assert Toy2DConfig(method="gctm").validate().lr == DEFAULT_LR_2D["gctm"] == 4e-3
+    for method in ("fm", "ct", "bcm"):
+        assert Toy2DConfig(method=method).validate().lr == 2e-3
+    assert Toy2DConfig(method="gctm", lr=1e-3).validate().lr == 1e-3
+    assert Toy2DConfig(method="gctm").lam == DEFAULT_LAM_2D == 2.0
+    with pytest.raises(ValueError, match=r"lr must be a number in \(0, 1e\+38\] or 0"):
+        Toy2DConfig(method="gctm", lr=-1e-3).validate()
+
+
 def test_resolve_threads_auto_is_one_and_negative_is_refused():
     assert resolve_threads(0) == 1
     assert resolve_threads(3) == 3

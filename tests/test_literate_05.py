@@ -185,7 +185,9 @@ def test_exercise_solution_passes_its_check(ns):
 def test_train_step_in_train2ds_loop_gives_train2ds_losses_and_weights(ns):
     """Three steps of the notebook's loop (train2d's set-up around train_step and the
     exercise's loss) against train2d itself: same losses and EMA weights, bit for bit."""
-    cfg = Toy2DConfig(method="gctm", steps=2, hidden=32, depth=2, log_every=1, coupling="ot")
+    cfg = Toy2DConfig(
+        method="gctm", steps=2, hidden=32, depth=2, log_every=1, coupling="ot"
+    ).validate()
     ref = train2d(replace(cfg), progress=False)
     data, source = gm.as_sampler(cfg.data), gm.as_sampler(cfg.source)
     torch.manual_seed(cfg.seed)

@@ -160,7 +160,7 @@ def test_a_non_finite_total_of_finite_terms_points_at_the_loss_weight(monkeypatc
     fake_loss(monkeypatch, at=3, term=None)
     with pytest.raises(TrainingDivergedError, match=r"total loss is inf although every term is "):
         train2d(small_cfg(method="gctm"), progress=False)
-    with pytest.raises(TrainingDivergedError, match=r"check the loss weight lam \(now 1\)"):
+    with pytest.raises(TrainingDivergedError, match=r"check the loss weight lam \(now 2\)"):
         train2d(small_cfg(method="gctm"), progress=False)
 
 
