@@ -212,7 +212,7 @@ def dropout_masks(
         with torch.random.fork_rng(devices=cuda, device_type="cuda" if cuda else "cpu"):
             # the generators this block can draw from, not torch.manual_seed: that also queues
             # a lazy seed for every uninitialized backend (CUDA, XPU, MTIA), formatting a stack
-            # trace each time — 10–20 % of a 2D training step on a CPU
+            # trace each time — about 0.3 ms a call on a CPU, 3 % of a 2D GCTM step (3 calls)
             torch.default_generator.manual_seed(seed)
             if device.type == "cuda":
                 with torch.cuda.device(device):
