@@ -2,6 +2,7 @@
 
     pip install 'gctm-mini[bench]'        # torchcfm, for the two peers below
     python benchmarks/peers.py [--seeds 5] [--data moons,8gaussians,checkerboard] [--quick]
+    python benchmarks/peers.py --from-runs     # re-summarize peers_runs.csv (also a partial one)
 
 Methods, all with the project's network (:class:`~gctm_mini.networks.TwoTimeMLP`, the 2D
 default width and depth), batch size, warm-up + cosine schedule and EMA, all sampled from
@@ -40,7 +41,10 @@ and the measured training seconds.
 fresh data points at NFE 1, 2, 4, 8; one evaluation draw per training seed (the same draw
 for every method), mean ± std over training seeds; the data–data floor on the same
 reference sets (each against a second fresh n-point draw). One draw's W2 varies by
-0.02–0.04 on its own, so the ratio to the floor divides means taken over the same draws. Writes ``benchmarks/results/peers.csv``,
+0.02–0.04 on its own, so the ratio to the floor divides means taken over the same draws.
+
+Writes ``benchmarks/results/peers.csv``, ``peers_runs.csv`` (rewritten after every finished
+job, so an interrupted run keeps its finished seeds; ``--from-runs`` summarizes them),
 ``peers_floor.csv`` and ``peers.png``.
 """
 
@@ -415,6 +419,52 @@ def plot(summary: list[dict], floors: dict[str, float], path: Path) -> None:
     plt.close(fig)
 
 
+def read_runs(path: Path) -> list[dict]:
+    """The per-run rows of an earlier (possibly unfinished) run, typed as :func:`run_job` makes them."""
+    import csv
+
+    if not path.exists():
+        raise SystemExit(
+            f"{path} does not exist: run benchmarks/peers.py without --from-runs first"
+        )
+    ints, floats = (
+        ("seed", "steps", "nfe"),
+        ("w2", "cost_per_step", "cost_model_seconds", "train_seconds"),
+    )
+    with path.open() as f:
+        rows = list(csv.DictReader(f))
+    for r in rows:
+        r.update({k: int(r[k]) for k in ints})
+        r.update({k: float(r[k]) for k in floats})
+    return rows
+
+
+def report(rows: list[dict], n: int, out: Path) -> None:
+    """Floors on the seeds' own reference sets, the summary CSV, the plot and the table."""
+    datasets = list(dict.fromkeys(r["data"] for r in rows))
+    seeds = {d: sorted({r["seed"] for r in rows if r["data"] == d}) for d in datasets}
+    frows = [
+        r for d in datasets for r in floor_rows(d, n, max(seeds[d]) + 1) if r["seed"] in seeds[d]
+    ]
+    floors = {d: float(np.mean([r["w2"] for r in frows if r["data"] == d])) for d in datasets}
+    summary = summarize(rows, floors)
+    write_csv(out / "peers.csv", summary)
+    write_csv(out / "peers_floor.csv", frows)
+    plot(summary, floors, out / "peers.png")
+    print(f"\nexact W2 (n = {n}), mean ± std over training seeds; floor on the same draws")
+    for d in datasets:
+        print(f"\n{d} (floor {floors[d]:.4f}; seeds {', '.join(map(str, seeds[d]))})")
+        for budget in ("equal_time", "equal_steps"):
+            for m in METHODS:
+                sel = [
+                    r for r in summary if (r["data"], r["method"], r["budget"]) == (d, m, budget)
+                ]
+                if sel:
+                    cells = " | ".join(f"{r['w2_mean']:.3f} ± {r['w2_std']:.3f}" for r in sel)
+                    print(f"  {budget:>11} {m:>16} ({sel[0]['steps']:>5} steps): {cells}")
+    print(f"\nwrote {out}/peers.csv, peers_runs.csv, peers_floor.csv, peers.png")
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("--data", default=",".join(DATASETS))
@@ -422,15 +472,23 @@ def main(argv: Sequence[str] | None = None) -> None:
     ap.add_argument("--n", type=int, default=4096, help="points per W2 evaluation")
     ap.add_argument("--workers", type=int, default=2, help="parallel (data set, seed) jobs")
     ap.add_argument("--quick", action="store_true", help="200 steps, n = 512, 1 seed (smoke)")
+    ap.add_argument(
+        "--from-runs",
+        action="store_true",
+        help="no training: summarize peers_runs.csv of an earlier, possibly unfinished, run",
+    )
     ap.add_argument("--out", default=str(OUT))
     args = ap.parse_args(argv)
-    _matcher("icfm")  # fail at once, with one line, when torchcfm is missing
+    out = Path(args.out)
     if args.quick:
         args.n, args.seeds = 512, 1
+    if args.from_runs:
+        report(read_runs(out / "peers_runs.csv"), args.n, out)
+        return
+    _matcher("icfm")  # fail at once, with one line, when torchcfm is missing
     datasets = args.data.split(",")
     for d in datasets:
         make_dataset(d)
-    out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     torch.set_num_threads(1)
     print(f"machine: {describe('cpu')}, {args.workers} job(s) at a time, 1 thread each")
@@ -447,6 +505,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     with mp.get_context("fork").Pool(args.workers, maxtasksperchild=1) as pool:
         for job_rows in pool.imap_unordered(run_job, jobs):
             rows.extend(job_rows)
+            write_csv(
+                out / "peers_runs.csv", rows
+            )  # after every job: an interrupted run keeps them
             r0 = job_rows[0]
             print(
                 f"[{time.perf_counter() - t0:6.0f} s] {r0['data']} seed {r0['seed']}: "
@@ -457,24 +518,7 @@ def main(argv: Sequence[str] | None = None) -> None:
                 ),
                 flush=True,
             )
-    frows = [r for d in datasets for r in floor_rows(d, args.n, args.seeds)]
-    floors = {d: float(np.mean([r["w2"] for r in frows if r["data"] == d])) for d in datasets}
-    summary = summarize(rows, floors)
-    write_csv(out / "peers_runs.csv", rows)
-    write_csv(out / "peers.csv", summary)
-    write_csv(out / "peers_floor.csv", frows)
-    plot(summary, floors, out / "peers.png")
-    print(f"\nexact W2 (n = {args.n}), mean ± std over {args.seeds} seed(s); floor in brackets")
-    for d in datasets:
-        print(f"\n{d} (floor {floors[d]:.4f})")
-        for budget in ("equal_time", "equal_steps"):
-            for m in METHODS:
-                sel = [
-                    r for r in summary if (r["data"], r["method"], r["budget"]) == (d, m, budget)
-                ]
-                cells = " | ".join(f"{r['w2_mean']:.3f} ± {r['w2_std']:.3f}" for r in sel)
-                print(f"  {budget:>11} {m:>16} ({sel[0]['steps']:>5} steps): {cells}")
-    print(f"\nwrote {out}/peers.csv, peers_runs.csv, peers_floor.csv, peers.png")
+    report(rows, args.n, out)
 
 
 if __name__ == "__main__":
