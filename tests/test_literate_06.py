@@ -95,7 +95,7 @@ def test_bcm_loss_is_the_packages_bit_for_bit(ns, dropout, N):
 
 
 def test_train_step_in_train2ds_loop_gives_train2ds_losses_and_weights(ns):
-    cfg = Toy2DConfig(method="bcm", steps=2, hidden=32, depth=2, log_every=1)
+    cfg = Toy2DConfig(method="bcm", steps=2, hidden=32, depth=2, log_every=1).validate()
     ref = train2d(replace(cfg), progress=False)
     data, source = gm.as_sampler(cfg.data), gm.as_sampler(cfg.source)
     torch.manual_seed(cfg.seed)
