@@ -51,6 +51,7 @@ job, so an interrupted run keeps its finished seeds; ``--from-runs`` summarizes 
 from __future__ import annotations
 
 import argparse
+import csv
 import multiprocessing as mp
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -421,8 +422,6 @@ def plot(summary: list[dict], floors: dict[str, float], path: Path) -> None:
 
 def read_runs(path: Path) -> list[dict]:
     """The per-run rows of an earlier (possibly unfinished) run, typed as :func:`run_job` makes them."""
-    import csv
-
     if not path.exists():
         raise SystemExit(
             f"{path} does not exist: run benchmarks/peers.py without --from-runs first"
@@ -505,9 +504,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     with mp.get_context("fork").Pool(args.workers, maxtasksperchild=1) as pool:
         for job_rows in pool.imap_unordered(run_job, jobs):
             rows.extend(job_rows)
-            write_csv(
-                out / "peers_runs.csv", rows
-            )  # after every job: an interrupted run keeps them
+            # after every job, so that an interrupted run keeps its finished seeds
+            write_csv(out / "peers_runs.csv", rows)
             r0 = job_rows[0]
             print(
                 f"[{time.perf_counter() - t0:6.0f} s] {r0['data']} seed {r0['seed']}: "

@@ -44,9 +44,8 @@ DEFAULT_JUMP_PROB_2D = 0.25
 (``jump_prob = -1``, auto). Measured with the exact-OT coupling at 2500 steps: W2 at NFE 1
 fell on moons, 8 gaussians and checkerboard for every seed tried
 (``benchmarks/one_jump.py``; docs/benchmarks/peers.md), for about 15 % more time per step."""
-DEFAULT_LR_2D = {"gctm": 4e-3}
-"""Adam learning rate of a 2D run when ``lr = 0`` (auto); 2·10⁻³ for the methods not listed.
-GCTM's 4·10⁻³ (with λ = 2, :data:`DEFAULT_LAM_2D`) lowered W2 at NFE 1 in eight of nine paired
+DEFAULT_LR_2D = {"fm": 2e-3, "cd": 2e-3, "ct": 2e-3, "ctm": 2e-3, "gctm": 4e-3, "bcm": 2e-3}
+"""Adam learning rate of a 2D run when ``lr = 0`` (auto). GCTM's 4·10⁻³ (with λ = 2, :data:`DEFAULT_LAM_2D`) lowered W2 at NFE 1 in eight of nine paired
 runs over moons, 8 gaussians and checkerboard (``benchmarks/one_jump.py``)."""
 DEFAULT_LAM_2D = 2.0
 """GCTM's λ (weight of the consistency term) in a 2D run; see :data:`DEFAULT_LR_2D`."""

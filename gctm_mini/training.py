@@ -113,8 +113,6 @@ class Toy2DConfig(MethodFields):
         :data:`~gctm_mini.methods.DEFAULT_LR_2D`) and ``jump_prob = -1`` with the 2D default
         for the source (:data:`~gctm_mini.methods.DEFAULT_JUMP_PROB_2D` from noise; 0 when
         translating, where it is unmeasured). Returns ``self``."""
-        if self.lr == 0.0:
-            self.lr = DEFAULT_LR_2D.get(self.method, 2e-3)
         if self.jump_prob == -1.0:
             self.jump_prob = DEFAULT_JUMP_PROB_2D if self.source == "gaussian" else 0.0
         if self.coupling == "paired":
@@ -122,6 +120,8 @@ class Toy2DConfig(MethodFields):
         self.check_method_fields()
         if self.steps == 0:
             self.steps = DEFAULT_STEPS_2D[self.method]
+        if self.lr == 0.0:
+            self.lr = DEFAULT_LR_2D[self.method]
         return self
 
     @classmethod
