@@ -3,6 +3,7 @@
     pip install 'gctm-mini[bench]'        # torchcfm, for the two peers below
     python benchmarks/peers.py [--seeds 5] [--data moons,8gaussians,checkerboard] [--quick]
     python benchmarks/peers.py --from-runs     # re-summarize peers_runs.csv (also a partial one)
+    python benchmarks/peers.py --resume        # train only the seeds peers_runs.csv lacks
 
 Methods, all with the project's network (:class:`~gctm_mini.networks.TwoTimeMLP`, the 2D
 default width and depth), batch size, warm-up + cosine schedule and EMA, all sampled from
@@ -44,7 +45,8 @@ reference sets (each against a second fresh n-point draw). One draw's W2 varies 
 0.02–0.04 on its own, so the ratio to the floor divides means taken over the same draws.
 
 Writes ``benchmarks/results/peers.csv``, ``peers_runs.csv`` (rewritten after every finished
-job, so an interrupted run keeps its finished seeds; ``--from-runs`` summarizes them),
+job, so an interrupted run keeps its finished seeds; ``--from-runs`` summarizes them and
+``--resume`` trains only the missing ones),
 ``peers_floor.csv`` and ``peers.png``.
 """
 
@@ -438,6 +440,29 @@ def read_runs(path: Path) -> list[dict]:
     return rows
 
 
+def finished_jobs(rows: list[dict], quick: bool) -> tuple[set, dict[str, dict[str, float]]]:
+    """The (data, seed) jobs of an earlier run that are complete, and its per-step costs.
+
+    A resumed run trains the missing seeds with the costs the earlier run calibrated (so every
+    seed of a data set has the same equal-time budgets), and refuses rows whose GCTM-OT run
+    is not the current default's length (then the defaults changed: start afresh).
+    """
+    want = {(m, b, nfe) for m in METHODS for b in ("equal_steps", "equal_time") for nfe in NFES}
+    have: dict[tuple, set] = {}
+    costs: dict[str, dict[str, float]] = {}
+    for r in rows:
+        have.setdefault((r["data"], r["seed"]), set()).add((r["method"], r["budget"], r["nfe"]))
+        costs.setdefault(r["data"], {})[r["method"]] = r["cost_per_step"]
+        if (r["method"], r["budget"]) == ("gctm_ot", "equal_steps"):
+            steps = base_config("gctm_ot", r["data"], 0, quick).steps
+            if r["steps"] != steps:
+                raise SystemExit(
+                    f"peers_runs.csv trained GCTM-OT for {r['steps']} steps, the defaults now "
+                    f"{steps}: run without --resume"
+                )
+    return {job for job, got in have.items() if got >= want}, costs
+
+
 def report(rows: list[dict], n: int, out: Path) -> None:
     """Floors on the seeds' own reference sets, the summary CSV, the plot and the table."""
     datasets = list(dict.fromkeys(r["data"] for r in rows))
@@ -476,6 +501,11 @@ def main(argv: Sequence[str] | None = None) -> None:
         action="store_true",
         help="no training: summarize peers_runs.csv of an earlier, possibly unfinished, run",
     )
+    ap.add_argument(
+        "--resume",
+        action="store_true",
+        help="keep the finished (data set, seed) jobs of peers_runs.csv, train the rest",
+    )
     ap.add_argument("--out", default=str(OUT))
     args = ap.parse_args(argv)
     out = Path(args.out)
@@ -491,15 +521,29 @@ def main(argv: Sequence[str] | None = None) -> None:
     out.mkdir(parents=True, exist_ok=True)
     torch.set_num_threads(1)
     print(f"machine: {describe('cpu')}, {args.workers} job(s) at a time, 1 thread each")
-    costs = {}
+    rows: list[dict] = []
+    done: set = set()
+    costs: dict[str, dict[str, float]] = {}
+    if args.resume and (out / "peers_runs.csv").exists():
+        old = read_runs(out / "peers_runs.csv")
+        done, old_costs = finished_jobs(old, args.quick)
+        done = {(d, k) for d, k in done if d in datasets and k < args.seeds}
+        rows = [r for r in old if (r["data"], r["seed"]) in done]
+        costs = {d: c for d, c in old_costs.items() if d in datasets and set(c) == set(METHODS)}
+        print(f"resuming: {len(done)} finished job(s) kept, their per-step costs reused")
     for d in datasets:
-        costs[d] = calibrate(d, args.quick, blocks=2 if args.quick else 5)
+        if d not in costs:
+            costs[d] = calibrate(d, args.quick, blocks=2 if args.quick else 5)
         print(
             f"{d}: ms per step (side by side): "
             + ", ".join(f"{m} {1e3 * c:.1f}" for m, c in costs[d].items())
         )
-    jobs = [(d, s, costs[d], args.n, args.quick) for s in range(args.seeds) for d in datasets]
-    rows: list[dict] = []
+    jobs = [
+        (d, s, costs[d], args.n, args.quick)
+        for s in range(args.seeds)
+        for d in datasets
+        if (d, s) not in done
+    ]
     t0 = time.perf_counter()
     with mp.get_context("fork").Pool(args.workers, maxtasksperchild=1) as pool:
         for job_rows in pool.imap_unordered(run_job, jobs):

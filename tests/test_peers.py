@@ -101,6 +101,37 @@ def test_missing_torchcfm_exits_with_one_line_naming_the_extra(peers, monkeypatc
     assert "\n" not in msg and "gctm-mini[bench]" in msg and "torchcfm" in msg
 
 
+def _job_rows(peers, data, seed, steps=2500, methods=None):
+    return [
+        {
+            "data": data,
+            "seed": seed,
+            "method": m,
+            "budget": b,
+            "nfe": nfe,
+            "steps": steps,
+            "cost_per_step": 0.01 * (i + 1),
+        }
+        for i, m in enumerate(methods or peers.METHODS)
+        for b in ("equal_steps", "equal_time")
+        for nfe in peers.NFES
+    ]
+
+
+def test_resume_keeps_complete_jobs_only_with_their_costs(peers):
+    rows = _job_rows(peers, "moons", 0) + _job_rows(peers, "moons", 1, methods=["gctm_ot"])
+    done, costs = peers.finished_jobs(rows, quick=False)
+    assert done == {("moons", 0)}  # seed 1 lacks four methods: trained again
+    assert costs["moons"] == {m: 0.01 * (i + 1) for i, m in enumerate(peers.METHODS)}
+
+
+def test_resume_refuses_runs_of_other_defaults_with_one_line(peers):
+    with pytest.raises(SystemExit) as err:
+        peers.finished_jobs(_job_rows(peers, "moons", 0, steps=1234), quick=False)
+    msg = str(err.value.code)
+    assert "\n" not in msg and "1234" in msg and "--resume" in msg
+
+
 @pytest.mark.slow
 def test_torchcfm_trained_model_sampled_through_the_bridge_reaches_the_data(peers):
     pytest.importorskip("torchcfm")
