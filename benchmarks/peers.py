@@ -527,8 +527,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     if args.resume and (out / "peers_runs.csv").exists():
         old = read_runs(out / "peers_runs.csv")
         done, old_costs = finished_jobs(old, args.quick)
-        done = {(d, k) for d, k in done if d in datasets and k < args.seeds}
-        rows = [r for r in old if (r["data"], r["seed"]) in done]
+        rows = [r for r in old if (r["data"], r["seed"]) in done]  # other sets' rows too
         costs = {d: c for d, c in old_costs.items() if d in datasets and set(c) == set(METHODS)}
         print(f"resuming: {len(done)} finished job(s) kept, their per-step costs reused")
     for d in datasets:

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from gctm_mini.checkpoint import write_csv
 from gctm_mini.data2d import make_dataset
 from gctm_mini.metrics import w2
 from gctm_mini.networks import TwoTimeMLP
@@ -130,6 +131,22 @@ def test_resume_refuses_runs_of_other_defaults_with_one_line(peers):
         peers.finished_jobs(_job_rows(peers, "moons", 0, steps=1234), quick=False)
     msg = str(err.value.code)
     assert "\n" not in msg and "1234" in msg and "--resume" in msg
+
+
+def test_resume_with_every_job_finished_trains_nothing_and_keeps_other_sets(
+    peers, tmp_path, monkeypatch
+):
+    monkeypatch.setattr(peers, "_matcher", lambda method: None)  # torchcfm not needed here
+    monkeypatch.setattr(peers, "calibrate", lambda *a, **k: pytest.fail("calibrated again"))
+    monkeypatch.setattr(peers, "run_job", lambda job: pytest.fail(f"trained {job[:2]}"))
+    rows = _job_rows(peers, "moons", 0, steps=200) + _job_rows(peers, "8gaussians", 0, steps=200)
+    for i, r in enumerate(rows):
+        r.update(sampler="euler", w2=0.1 + 0.001 * i, cost_model_seconds=1.0, train_seconds=1.0)
+    write_csv(tmp_path / "peers_runs.csv", rows)
+    peers.main(["--quick", "--resume", "--data", "moons", "--workers", "1", "--out", str(tmp_path)])
+    kept = peers.read_runs(tmp_path / "peers_runs.csv")
+    assert {r["data"] for r in kept} == {"moons", "8gaussians"} and len(kept) == len(rows)
+    assert (tmp_path / "peers.csv").exists() and (tmp_path / "peers.png").exists()
 
 
 @pytest.mark.slow
