@@ -364,6 +364,7 @@ def plot(summary: list[dict], floors: dict[str, float], path: Path) -> None:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import NullLocator
 
     datasets = list(floors)
     fig, axes = plt.subplots(2, len(datasets), figsize=(5 * len(datasets), 8), squeeze=False)
@@ -392,6 +393,8 @@ def plot(summary: list[dict], floors: dict[str, float], path: Path) -> None:
             ylabel="exact W2",
             title=f"{d}: W2 vs NFE, equal wall time",
         )
+        ax.set_xticks(NFES, [str(k) for k in NFES])
+        ax.xaxis.set_minor_locator(NullLocator())
         ax.legend(fontsize=7)
         ax = axes[1, j]
         for m in METHODS:
