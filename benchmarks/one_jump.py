@@ -70,8 +70,8 @@ VARIANTS: dict[str, dict] = {
     "jump50": {"jump_prob": 0.5},
     # not a config field: handled by the hook in run_job
     "snapup": {"t_snap": "up"},
-    # not a config field: the EMA teacher's solve t → u by Euler steps instead of Heun's
-    "euler": {"solver": "euler"},
+    # the EMA teacher's solve t → u by Euler steps instead of Heun's
+    "euler": {"ema_solver": "euler"},
 }
 SAMPLE_EMAS: tuple[float, ...] = ()
 """Slower EMAs kept beside the run's own (which is also the ODE teacher) and scored too
@@ -96,14 +96,6 @@ def _install_hooks(over: dict) -> dict:
                 e.update(model)
 
     tr.EMA = SlowEMAs
-    solver = over.pop("solver", None)
-    if solver is not None:
-        import functools
-
-        import gctm_mini.consistency as cons
-        import gctm_mini.methods as methods
-
-        methods.gctm_loss = functools.partial(cons.gctm_loss, solver=solver)
     return slow
 
 

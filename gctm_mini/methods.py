@@ -32,6 +32,7 @@ from .interpolant import SIGMA_MIN
 from .losses import FM_TIME_SAMPLERS, fm_loss, sample_fm_times
 from .parameterization import FlowMapModel
 from .randomness import Draws
+from .solvers import METHODS as ODE_METHODS
 from .timegrid import T_SNAPS, curriculum_N, fine_grid
 from .validation import check_fields, knob
 
@@ -86,6 +87,12 @@ class MethodFields:
     )
     jump_prob: float = knob(
         0.0, "GCTM: share of samples trained on the one-jump map, (t, s) = (1, 0)", ge=0.0, le=1.0
+    )
+    ema_solver: str = knob(
+        "heun",
+        "GCTM: ODE method of the EMA solve t → u (Heun as in the paper; Euler: half the calls)",
+        choices=ODE_METHODS,
+        what="ema_solver (ODE method)",
     )
 
     def check_method_fields(self) -> None:
@@ -190,6 +197,7 @@ class TrainingMethod:
                 fm_source_prob=cfg.fm_source_prob,
                 t_snap=cfg.t_snap,
                 jump_prob=cfg.jump_prob,
+                solver=cfg.ema_solver,
                 rng=rng,
             )
         if m == "ct":

@@ -132,3 +132,38 @@ def test_train2d_runs_with_the_configured_threads_and_restores_the_count():
         )
         assert torch.get_num_threads() == 2
     assert seen == [1, 1]
+
+
+@pytest.mark.parametrize("solver", ["euler", "heun"])
+def test_ema_solver_knob_sets_the_ode_method_of_the_ema_solve(monkeypatch, solver):
+    from gctm_mini.methods import TrainingMethod
+
+    methods_seen = []
+    original = cons.integrate_per_sample
+
+    def spy(v, x, grid, start, end, method="heun"):
+        methods_seen.append(method)
+        return original(v, x, grid, start, end, method)
+
+    monkeypatch.setattr(cons, "integrate_per_sample", spy)
+    cfg = Toy2DConfig(method="gctm", ema_solver=solver, n_start=8, n_cap=8).validate()
+    model, ema = _models()
+    x0, x1 = torch.randn(64, 2), torch.randn(64, 2)
+    TrainingMethod(cfg, model).loss(model, ema, x0, x1, 0, Draws(torch.Generator().manual_seed(2)))
+    assert methods_seen == [solver]
+
+
+def test_ema_solver_changes_the_target_and_is_refused_outside_its_choices():
+    model, ema = _models()
+    grid = fine_grid(8, dtype=torch.float32)
+    x0, x1 = torch.randn(128, 2), torch.randn(128, 2)
+
+    def loss(solver):
+        rng = Draws(torch.Generator().manual_seed(3))
+        return gctm_loss(model, ema, x0, x1, grid, solver=solver, rng=rng)[0]
+
+    assert not torch.equal(loss("euler"), loss("heun"))
+    assert Toy2DConfig(method="gctm").validate().ema_solver == "heun"  # the paper's solve
+    with pytest.raises(ValueError, match="ema_solver") as err:
+        Toy2DConfig(method="gctm", ema_solver="rk4").validate()
+    assert "\n" not in str(err.value)
