@@ -64,11 +64,9 @@ VARIANTS: dict[str, dict] = {
     "h512": {"hidden": 512},
     "d3": {"depth": 3},
     "nojitter": {"grid_jitter": False},
-    # not config fields (yet): handled by the hooks in run_job
     "jump10": {"jump_prob": 0.1},
     "jump25": {"jump_prob": 0.25},
     "jump50": {"jump_prob": 0.5},
-    # not a config field: handled by the hook in run_job
     "snapup": {"t_snap": "up"},
     # the EMA teacher's solve t → u by Euler steps instead of Heun's
     "euler": {"ema_solver": "euler"},

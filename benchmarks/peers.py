@@ -451,18 +451,17 @@ def finished_jobs(rows: list[dict], quick: bool) -> tuple[set, dict[str, dict[st
     is not the current default's length (then the defaults changed: start afresh).
     """
     want = {(m, b, nfe) for m in METHODS for b in ("equal_steps", "equal_time") for nfe in NFES}
+    steps = base_config("gctm_ot", DATASETS[0], 0, quick).steps  # the same for every set
     have: dict[tuple, set] = {}
     costs: dict[str, dict[str, float]] = {}
     for r in rows:
         have.setdefault((r["data"], r["seed"]), set()).add((r["method"], r["budget"], r["nfe"]))
         costs.setdefault(r["data"], {})[r["method"]] = r["cost_per_step"]
-        if (r["method"], r["budget"]) == ("gctm_ot", "equal_steps"):
-            steps = base_config("gctm_ot", r["data"], 0, quick).steps
-            if r["steps"] != steps:
-                raise SystemExit(
-                    f"peers_runs.csv trained GCTM-OT for {r['steps']} steps, the defaults now "
-                    f"{steps}: run without --resume"
-                )
+        if (r["method"], r["budget"]) == ("gctm_ot", "equal_steps") and r["steps"] != steps:
+            raise SystemExit(
+                f"peers_runs.csv trained GCTM-OT for {r['steps']} steps, the defaults now "
+                f"{steps}: run without --resume"
+            )
     return {job for job, got in have.items() if got >= want}, costs
 
 
