@@ -38,7 +38,15 @@ from gctm_mini.training import Toy2DConfig, train2d
 
 OUT = Path(__file__).parent / "results"
 DATASETS = ("moons", "8gaussians", "checkerboard")
-BASE = {"method": "gctm", "coupling": "ot", "jump_prob": 0.0}  # the earlier defaults
+BASE = {  # the earlier 2D GCTM defaults, pinned (the current ones are jump25+lr4e3+lam2+euler+ncap8)
+    "method": "gctm",
+    "coupling": "ot",
+    "jump_prob": 0.0,
+    "lr": 2e-3,
+    "lam": 1.0,
+    "ema_solver": "heun",
+    "n_cap": 16,
+}
 VARIANTS: dict[str, dict] = {
     "base": {},
     "smoke": {"steps": 30},

@@ -54,10 +54,12 @@ from __future__ import annotations
 
 import argparse
 import csv
+import hashlib
+import json
 import multiprocessing as mp
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import replace
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import numpy as np
@@ -179,6 +181,16 @@ def base_config(method: str, data: str, seed: int, quick: bool) -> Toy2DConfig:
     return cfg
 
 
+def gctm_recipe(quick: bool) -> str:
+    """A short fingerprint of the GCTM-OT default run's settings (every config field but the
+    data set and the seed), stored with each row so that ``--resume`` can refuse rows trained
+    under other defaults."""
+    cfg = asdict(base_config("gctm_ot", DATASETS[0], 0, quick))
+    for key in ("data", "seed"):
+        cfg.pop(key)
+    return hashlib.sha1(json.dumps(cfg, sort_keys=True).encode()).hexdigest()[:10]
+
+
 def _matcher(method: str):
     try:
         from torchcfm.conditional_flow_matching import (
@@ -278,7 +290,7 @@ def run_job(job: tuple) -> list[dict]:
     budgets["equal_time"] = {
         m: equal_time_steps(ref.steps, costs["gctm_ot"], costs[m]) for m in METHODS
     }
-    rows, trained = [], {}
+    rows, trained, recipe = [], {}, gctm_recipe(quick)
     for budget, steps_of in budgets.items():
         for m in METHODS:
             steps = steps_of[m]
@@ -316,6 +328,7 @@ def run_job(job: tuple) -> list[dict]:
                         "cost_per_step": costs[m],
                         "cost_model_seconds": steps * costs[m],
                         "train_seconds": seconds,
+                        "gctm_recipe": recipe,
                     }
                 )
     return rows
@@ -448,10 +461,12 @@ def finished_jobs(rows: list[dict], quick: bool) -> tuple[set, dict[str, dict[st
 
     A resumed run trains the missing seeds with the costs the earlier run calibrated (so every
     seed of a data set has the same equal-time budgets), and refuses rows whose GCTM-OT run
-    is not the current default's length (then the defaults changed: start afresh).
+    is not the current default's (another length or another :func:`gctm_recipe`: the
+    defaults changed, start afresh).
     """
     want = {(m, b, nfe) for m in METHODS for b in ("equal_steps", "equal_time") for nfe in NFES}
     steps = base_config("gctm_ot", DATASETS[0], 0, quick).steps  # the same for every set
+    recipe = gctm_recipe(quick)
     have: dict[tuple, set] = {}
     costs: dict[str, dict[str, float]] = {}
     for r in rows:
@@ -461,6 +476,11 @@ def finished_jobs(rows: list[dict], quick: bool) -> tuple[set, dict[str, dict[st
             raise SystemExit(
                 f"peers_runs.csv trained GCTM-OT for {r['steps']} steps, the defaults now "
                 f"{steps}: run without --resume"
+            )
+        if r.get("gctm_recipe", "") != recipe:
+            raise SystemExit(
+                f"peers_runs.csv was trained under other 2D GCTM defaults (recipe "
+                f"{r.get('gctm_recipe') or 'not recorded'}, now {recipe}): run without --resume"
             )
     return {job for job, got in have.items() if got >= want}, costs
 

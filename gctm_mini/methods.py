@@ -50,6 +50,19 @@ DEFAULT_LR_2D = {"fm": 2e-3, "cd": 2e-3, "ct": 2e-3, "ctm": 2e-3, "gctm": 4e-3, 
 runs over moons, 8 gaussians and checkerboard (``benchmarks/one_jump.py``)."""
 DEFAULT_LAM_2D = 2.0
 """GCTM's λ (weight of the consistency term) in a 2D run; see :data:`DEFAULT_LR_2D`."""
+DEFAULT_EMA_SOLVER_2D = "euler"
+"""GCTM's EMA solve t → u in a 2D run from Gaussian noise (``ema_solver = "auto"``). The paper
+solves with Heun; in 2D one Euler step per grid interval gave the same one-jump W2 (paired
+differences within ±0.005 on moons, 8 gaussians and checkerboard, 3 training seeds × 10
+evaluation draws, ``benchmarks/one_jump.py``) for half the velocity calls (a fifth less time
+per step). Translation between data sets and image runs keep Heun."""
+DEFAULT_N_CAP_2D = 8
+"""GCTM's largest number of grid intervals in a 2D run from Gaussian noise (``n_cap = 0``,
+auto; 16 for the other methods and for translation): with the Euler teacher, N ≤ 8 gave the
+same one-jump W2 as N ≤ 16 (``benchmarks/one_jump.py``, 3 training seeds × 10 draws) and
+shortens the longest solves of the last third of the run. See docs/benchmarks/peers.md."""
+N_CAP = 16
+"""The N curriculum's cap where ``n_cap`` is not set otherwise (2D runs other than GCTM from noise)."""
 
 
 @dataclass
@@ -68,7 +81,7 @@ class MethodFields:
     lam: float = knob(1.0, "λ of GCTM: loss = λ·consistency + FM", ge=0.0)
     weighted: bool = knob(True, "GCTM: divide the consistency error by c_out(t)(1 − s/t)")
     n_start: int = knob(4, "N curriculum: grid intervals at step 0", ge=1)
-    n_cap: int = knob(16, "N curriculum: largest number of grid intervals (≥ n_start)", ge=1)
+    n_cap: int = knob(N_CAP, "N curriculum: largest number of grid intervals (≥ n_start)", ge=1)
     n_double_every: int = knob(
         0, "N curriculum: steps between doublings of N (0 = auto: reach n_cap at the end)", ge=0
     )

@@ -30,10 +30,13 @@ from .couplings import COUPLINGS, PAIRINGS, couple, perturb_source
 from .data2d import DATASETS, as_sampler
 from .ema import EMA
 from .methods import (
+    DEFAULT_EMA_SOLVER_2D,
     DEFAULT_JUMP_PROB_2D,
     DEFAULT_LAM_2D,
     DEFAULT_LR_2D,
+    DEFAULT_N_CAP_2D,
     DEFAULT_STEPS_2D,
+    N_CAP,
     NEEDS_TEACHER,
     MethodFields,
     TrainingMethod,
@@ -42,7 +45,8 @@ from .models import build_model, mlp_spec
 from .parameterization import CouplingMoments, FlowMapModel
 from .rundir import RunDirectory, run_path
 from .runtime import with_config_threads
-from .validation import config_from_dict, knob
+from .solvers import METHODS as ODE_METHODS
+from .validation import check_fields, config_from_dict, knob
 
 
 @dataclass
@@ -81,6 +85,20 @@ class Toy2DConfig(MethodFields):
         special=(0.0,),
     )
     lam: float = knob(DEFAULT_LAM_2D, "λ of GCTM: loss = λ·consistency + FM", ge=0.0)
+    n_cap: int = knob(
+        0,
+        "N curriculum: largest number of grid intervals, ≥ n_start "
+        "(0 = auto: 8 for gctm from Gaussian noise, 16 otherwise)",
+        ge=1,
+        special=(0,),
+    )
+    ema_solver: str = knob(
+        "auto",
+        "GCTM: ODE method of the EMA solve t → u "
+        "(auto = euler from Gaussian noise, heun when translating; heun is the paper's)",
+        choices=("auto", *ODE_METHODS),
+        what="ema_solver (ODE method)",
+    )
     seed: int = knob(0, "run seed (model init, data and training randomness)", ge=0, lt=2**63)
     ema_decay: float = knob(0.99, "decay of the EMA weights used for sampling", ge=0.0, lt=1.0)
     ckpt_every: int = knob(1000, "steps between checkpoints", ge=1)
@@ -108,13 +126,23 @@ class Toy2DConfig(MethodFields):
     )
 
     def validate(self) -> Toy2DConfig:
-        """Check every field (types, ranges, choices); fill ``steps = 0`` and ``lr = 0`` with
-        the method's 2D defaults (:data:`~gctm_mini.methods.DEFAULT_STEPS_2D`,
-        :data:`~gctm_mini.methods.DEFAULT_LR_2D`) and ``jump_prob = -1`` with the 2D default
-        for the source (:data:`~gctm_mini.methods.DEFAULT_JUMP_PROB_2D` from noise; 0 when
-        translating, where it is unmeasured). Returns ``self``."""
+        """Check every field (types, ranges, choices) and fill the auto values with the 2D
+        defaults: ``steps = 0`` and ``lr = 0`` per method
+        (:data:`~gctm_mini.methods.DEFAULT_STEPS_2D`, :data:`~gctm_mini.methods.DEFAULT_LR_2D`);
+        for a run from Gaussian noise ``jump_prob = -1`` with
+        :data:`~gctm_mini.methods.DEFAULT_JUMP_PROB_2D`, ``ema_solver = "auto"`` with
+        :data:`~gctm_mini.methods.DEFAULT_EMA_SOLVER_2D` and, for GCTM, ``n_cap = 0`` with
+        :data:`~gctm_mini.methods.DEFAULT_N_CAP_2D` (never below ``n_start``); when translating
+        (unmeasured there) 0, Heun and :data:`~gctm_mini.methods.N_CAP`. Returns ``self``."""
+        check_fields(self)  # types, ranges and choices first (auto values are allowed)
+        from_noise = self.source == "gaussian"
         if self.jump_prob == -1.0:
-            self.jump_prob = DEFAULT_JUMP_PROB_2D if self.source == "gaussian" else 0.0
+            self.jump_prob = DEFAULT_JUMP_PROB_2D if from_noise else 0.0
+        if self.ema_solver == "auto":
+            self.ema_solver = DEFAULT_EMA_SOLVER_2D if from_noise else "heun"
+        if self.n_cap == 0:
+            cap = DEFAULT_N_CAP_2D if from_noise and self.method == "gctm" else N_CAP
+            self.n_cap = max(cap, self.n_start)
         if self.coupling == "paired":
             raise ValueError("the paired coupling needs a data set of pairs; 2D toys are unpaired")
         self.check_method_fields()

@@ -1,5 +1,7 @@
 """GCTM's one-jump share (``jump_prob``) and the CPU thread choice of 2D runs."""
 
+from dataclasses import replace
+
 import pytest
 import torch
 
@@ -153,6 +155,22 @@ def test_ema_solver_knob_sets_the_ode_method_of_the_ema_solve(monkeypatch, solve
     assert methods_seen == [solver]
 
 
+@pytest.mark.parametrize(
+    ("kw", "solver", "n_cap"),
+    [
+        ({"method": "gctm"}, "euler", 8),  # 2D GCTM from noise: the measured defaults
+        ({"method": "gctm", "n_start": 16}, "euler", 16),  # never below n_start
+        ({"method": "gctm", "source": "8gaussians"}, "heun", 16),  # translation: the paper's
+        ({"method": "ct"}, "euler", 16),  # other methods keep the curriculum (no EMA solve)
+        ({"method": "gctm", "ema_solver": "heun", "n_cap": 32}, "heun", 32),  # as given
+    ],
+)
+def test_auto_ema_solver_and_n_cap_resolve_per_source_and_method(kw, solver, n_cap):
+    cfg = Toy2DConfig(**kw).validate()
+    assert (cfg.ema_solver, cfg.n_cap) == (solver, n_cap)
+    assert cfg == replace(cfg).validate()  # resolving is idempotent: a stored config is final
+
+
 def test_ema_solver_changes_the_target_and_is_refused_outside_its_choices():
     model, ema = _models()
     grid = fine_grid(8, dtype=torch.float32)
@@ -163,7 +181,6 @@ def test_ema_solver_changes_the_target_and_is_refused_outside_its_choices():
         return gctm_loss(model, ema, x0, x1, grid, solver=solver, rng=rng)[0]
 
     assert not torch.equal(loss("euler"), loss("heun"))
-    assert Toy2DConfig(method="gctm").validate().ema_solver == "heun"  # the paper's solve
     with pytest.raises(ValueError, match="ema_solver") as err:
         Toy2DConfig(method="gctm", ema_solver="rk4").validate()
     assert "\n" not in str(err.value)

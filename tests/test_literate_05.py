@@ -1,5 +1,5 @@
 """Notebook 05's literate cells compute what the package computes: the (t, s, u) draw and the
-one-jump share, the Heun teacher, the FM term, the GCTM loss (the solution of Exercise 1) and one training step,
+one-jump share, the EMA teacher's Heun and Euler solves, the FM term, the GCTM loss (the solution of Exercise 1) and one training step,
 each held equal to the package function it mirrors (same seed → same tensors)."""
 
 from dataclasses import replace
@@ -20,7 +20,8 @@ COMPARED = {
     "draw_tsu",
     "draw_times",
     "heun_step",
-    "heun_solve",
+    "euler_step",
+    "ema_solve",
     "fm_term",
     "my_gctm_loss",
     "train_step",
@@ -121,7 +122,21 @@ def test_heun_step_matches_the_solver_step_including_steps_onto_zero(ns):
         )
 
 
-def test_heun_solve_matches_integrate_per_sample(ns):
+def test_euler_step_matches_the_solver_step(ns):
+    model, _ = model_pair()
+    model.eval()
+    x = torch.randn(6, 2)
+    t = torch.tensor([0.9, 0.5, 0.2, 0.05, 0.3, 1.0])
+    t_next = torch.tensor([0.7, 0.0, 0.1, 0.0, 0.6, 0.4])
+    with torch.no_grad():
+        assert torch.equal(
+            ns["euler_step"](model._velocity, x, t, t_next),
+            _step(model._velocity, x, t, t_next, "euler"),
+        )
+
+
+@pytest.mark.parametrize("method", ["euler", "heun"])
+def test_ema_solve_matches_integrate_per_sample(ns, method):
     model, _ = model_pair()
     grid = fine_grid(16, dtype=torch.float32, shift=0.2)
     g = torch.Generator().manual_seed(3)
@@ -129,9 +144,11 @@ def test_heun_solve_matches_integrate_per_sample(ns):
     end = torch.randint(0, 17, (200,), generator=g)  # either direction, some equal
     x = torch.randn(200, 2, generator=g)
     with torch.no_grad():
-        mine = ns["heun_solve"](model._velocity, x, grid, start, end)
-        ref = integrate_per_sample(model._velocity, x, grid, start, end, "heun")
-    assert torch.equal(mine, ref)
+        mine = ns["ema_solve"](model._velocity, x, grid, start, end, method)
+        ref = integrate_per_sample(model._velocity, x, grid, start, end, method)
+        assert torch.equal(mine, ref)
+        if method == ns["RUN"].ema_solver:  # the default is the default 2D run's solve
+            assert torch.equal(ns["ema_solve"](model._velocity, x, grid, start, end), ref)
 
 
 @pytest.mark.parametrize("dropout", [0.0, 0.3])
@@ -169,6 +186,7 @@ def test_exercise_solution_is_gctm_loss_bit_for_bit(ns, dropout, lam, N):
         fm_source_prob=run.fm_source_prob,
         t_snap=run.t_snap,
         jump_prob=run.jump_prob,
+        solver=run.ema_solver,
         rng=draws(7),
     )
     ref.backward()

@@ -112,6 +112,7 @@ def _job_rows(peers, data, seed, steps=2500, methods=None):
             "nfe": nfe,
             "steps": steps,
             "cost_per_step": 0.01 * (i + 1),
+            "gctm_recipe": peers.gctm_recipe(quick=steps == 200),
         }
         for i, m in enumerate(methods or peers.METHODS)
         for b in ("equal_steps", "equal_time")
@@ -131,6 +132,17 @@ def test_resume_refuses_runs_of_other_defaults_with_one_line(peers):
         peers.finished_jobs(_job_rows(peers, "moons", 0, steps=1234), quick=False)
     msg = str(err.value.code)
     assert "\n" not in msg and "1234" in msg and "--resume" in msg
+
+
+def test_resume_refuses_rows_of_another_recipe_with_one_line(peers):
+    rows = _job_rows(peers, "moons", 0)
+    for r in rows:
+        r["gctm_recipe"] = "0123456789"  # e.g. trained before the EMA solve became Euler
+    with pytest.raises(SystemExit) as err:
+        peers.finished_jobs(rows, quick=False)
+    msg = str(err.value.code)
+    assert "\n" not in msg and "0123456789" in msg and "--resume" in msg
+    assert peers.gctm_recipe(quick=False) in msg
 
 
 def test_resume_with_every_job_finished_trains_nothing_and_keeps_other_sets(
