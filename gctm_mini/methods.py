@@ -51,18 +51,21 @@ runs over moons, 8 gaussians and checkerboard (``benchmarks/one_jump.py``)."""
 DEFAULT_LAM_2D = 2.0
 """GCTM's λ (weight of the consistency term) in a 2D run; see :data:`DEFAULT_LR_2D`."""
 DEFAULT_EMA_SOLVER_2D = "euler"
-"""GCTM's EMA solve t → u in a 2D run from Gaussian noise (``ema_solver = "auto"``). The paper
-solves with Heun; in 2D one Euler step per grid interval gave the same one-jump W2 (paired
-differences within ±0.005 on moons, 8 gaussians and checkerboard, 3 training seeds × 10
-evaluation draws, ``benchmarks/one_jump.py``) for half the velocity calls (a fifth less time
-per step). Translation between data sets and image runs keep Heun."""
+"""GCTM's EMA solve t → u in a 2D run from Gaussian noise with the exact-OT coupling
+(``ema_solver = "auto"``). The paper solves with Heun; there, one Euler step per grid
+interval gave the same one-jump W2 (paired differences within ±0.005 on moons, 8 gaussians
+and checkerboard, 3 training seeds × 10 evaluation draws, ``benchmarks/one_jump.py``) for half
+the velocity calls: OT-coupled paths are nearly straight. With the independent coupling the
+paths curve and Euler with N ≤ 8 is far worse (moons, 2 seeds: one-jump W2 0.42 against
+0.16), so every other run (independent or Sinkhorn coupling, translation, images) keeps Heun."""
 DEFAULT_N_CAP_2D = 8
-"""GCTM's largest number of grid intervals in a 2D run from Gaussian noise (``n_cap = 0``,
-auto; 16 for the other methods and for translation): with the Euler teacher, N ≤ 8 gave the
-same one-jump W2 as N ≤ 16 (``benchmarks/one_jump.py``, 3 training seeds × 10 draws) and
-shortens the longest solves of the last third of the run. See docs/benchmarks/peers.md."""
+"""GCTM's largest number of grid intervals in a 2D run from Gaussian noise with the exact-OT
+coupling (``n_cap = 0``, auto; :data:`N_CAP` otherwise): with the Euler teacher, N ≤ 8 gave
+the one-jump W2 of N ≤ 16 within ±0.002 (``benchmarks/one_jump.py``, 3 training seeds × 10
+draws) and shortens the longest solves of the last third of the run. See
+docs/benchmarks/peers.md."""
 N_CAP = 16
-"""The N curriculum's cap where ``n_cap`` is not set otherwise (2D runs other than GCTM from noise)."""
+"""The N curriculum's cap where ``n_cap`` is not set otherwise (all but 2D GCTM from noise with OT)."""
 
 
 @dataclass

@@ -88,14 +88,14 @@ class Toy2DConfig(MethodFields):
     n_cap: int = knob(
         0,
         "N curriculum: largest number of grid intervals, ≥ n_start "
-        "(0 = auto: 8 for gctm from Gaussian noise, 16 otherwise)",
+        "(0 = auto: 8 for gctm from Gaussian noise with the ot coupling, 16 otherwise)",
         ge=1,
         special=(0,),
     )
     ema_solver: str = knob(
         "auto",
-        "GCTM: ODE method of the EMA solve t → u "
-        "(auto = euler from Gaussian noise, heun when translating; heun is the paper's)",
+        "GCTM: ODE method of the EMA solve t → u (auto = euler from Gaussian noise with the "
+        "ot coupling, heun otherwise; heun is the paper's)",
         choices=("auto", *ODE_METHODS),
         what="ema_solver (ODE method)",
     )
@@ -130,18 +130,20 @@ class Toy2DConfig(MethodFields):
         defaults: ``steps = 0`` and ``lr = 0`` per method
         (:data:`~gctm_mini.methods.DEFAULT_STEPS_2D`, :data:`~gctm_mini.methods.DEFAULT_LR_2D`);
         for a run from Gaussian noise ``jump_prob = -1`` with
-        :data:`~gctm_mini.methods.DEFAULT_JUMP_PROB_2D`, ``ema_solver = "auto"`` with
-        :data:`~gctm_mini.methods.DEFAULT_EMA_SOLVER_2D` and, for GCTM, ``n_cap = 0`` with
-        :data:`~gctm_mini.methods.DEFAULT_N_CAP_2D` (never below ``n_start``); when translating
-        (unmeasured there) 0, Heun and :data:`~gctm_mini.methods.N_CAP`. Returns ``self``."""
+        :data:`~gctm_mini.methods.DEFAULT_JUMP_PROB_2D` (0 when translating, unmeasured there);
+        for a run from noise with the exact-OT coupling, whose paths are nearly straight,
+        ``ema_solver = "auto"`` with :data:`~gctm_mini.methods.DEFAULT_EMA_SOLVER_2D` and, for
+        GCTM, ``n_cap = 0`` with :data:`~gctm_mini.methods.DEFAULT_N_CAP_2D` (never below
+        ``n_start``); otherwise Heun and :data:`~gctm_mini.methods.N_CAP`. Returns ``self``."""
         check_fields(self)  # types, ranges and choices first (auto values are allowed)
         from_noise = self.source == "gaussian"
         if self.jump_prob == -1.0:
             self.jump_prob = DEFAULT_JUMP_PROB_2D if from_noise else 0.0
+        straight = from_noise and self.coupling == "ot"  # where Euler and N ≤ 8 were measured
         if self.ema_solver == "auto":
-            self.ema_solver = DEFAULT_EMA_SOLVER_2D if from_noise else "heun"
+            self.ema_solver = DEFAULT_EMA_SOLVER_2D if straight else "heun"
         if self.n_cap == 0:
-            cap = DEFAULT_N_CAP_2D if from_noise and self.method == "gctm" else N_CAP
+            cap = DEFAULT_N_CAP_2D if straight and self.method == "gctm" else N_CAP
             self.n_cap = max(cap, self.n_start)
         if self.coupling == "paired":
             raise ValueError("the paired coupling needs a data set of pairs; 2D toys are unpaired")

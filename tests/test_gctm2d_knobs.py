@@ -158,11 +158,13 @@ def test_ema_solver_knob_sets_the_ode_method_of_the_ema_solve(monkeypatch, solve
 @pytest.mark.parametrize(
     ("kw", "solver", "n_cap"),
     [
-        ({"method": "gctm"}, "euler", 8),  # 2D GCTM from noise: the measured defaults
-        ({"method": "gctm", "n_start": 16}, "euler", 16),  # never below n_start
-        ({"method": "gctm", "source": "8gaussians"}, "heun", 16),  # translation: the paper's
-        ({"method": "ct"}, "euler", 16),  # other methods keep the curriculum (no EMA solve)
-        ({"method": "gctm", "ema_solver": "heun", "n_cap": 32}, "heun", 32),  # as given
+        ({"method": "gctm", "coupling": "ot"}, "euler", 8),  # from noise with OT: measured
+        ({"method": "gctm", "coupling": "ot", "n_start": 16}, "euler", 16),  # ≥ n_start
+        ({"method": "gctm"}, "heun", 16),  # independent coupling: curved paths, the paper's
+        ({"method": "gctm", "coupling": "sinkhorn"}, "heun", 16),  # unmeasured: the paper's
+        ({"method": "gctm", "coupling": "ot", "source": "8gaussians"}, "heun", 16),  # translation
+        ({"method": "ct", "coupling": "ot"}, "euler", 16),  # other methods keep N ≤ 16
+        ({"method": "gctm", "coupling": "ot", "ema_solver": "heun", "n_cap": 32}, "heun", 32),
     ],
 )
 def test_auto_ema_solver_and_n_cap_resolve_per_source_and_method(kw, solver, n_cap):

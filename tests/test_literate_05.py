@@ -71,8 +71,8 @@ def test_draw_matches_timegrid_draw_tsu(ns, N, shift, snap):
 
 
 def test_draw_times_defaults_are_the_default_2d_gctm_run(ns):
-    run = Toy2DConfig(method="gctm").validate()
-    assert ns["RUN"] == run and run.jump_prob > 0
+    run = Toy2DConfig(method="gctm", coupling="ot").validate()  # the notebook's runs
+    assert ns["RUN"] == run and run.jump_prob > 0 and run.ema_solver == "euler"
     grid = fine_grid(8, dtype=torch.float32)
     a = ns["draw_times"](grid, 300, draws(2))
     b = ns["draw_times"](grid, 300, draws(2), run.t_snap, run.jump_prob)
