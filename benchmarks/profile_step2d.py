@@ -12,7 +12,7 @@ part                   what is timed
 data draw              drawing X0 and X1 (``draw_pairs`` minus the coupling)
 coupling               ``couple`` (exact OT: POT's ``ot.emd`` on a B × B cost)
 (t, s, u) draw         ``draw_tsu`` and the jittered grid
-EMA Heun solve         ``integrate_per_sample`` with the EMA velocity, t → u
+EMA solve              ``integrate_per_sample`` with the EMA velocity, t → u (Heun or Euler)
 target forward         :math:`G_\\theta(x_u, u, s)` under ``no_grad``
 student forward        :math:`G_\\theta(x_t, t, s)`
 FM forward             the FM loss's forward pass
@@ -51,7 +51,7 @@ PARTS = (
     "data draw",
     "coupling",
     "(t, s, u) draw",
-    "EMA Heun solve",
+    "EMA solve",
     "target forward",
     "student forward",
     "FM forward",
@@ -96,7 +96,7 @@ def instrument(clock: Clock) -> None:
     """Wrap the functions one GCTM step calls (module attributes, so the real code runs)."""
     tr.couple = clock.wrap(tr.couple, "coupling")
     cons.draw_tsu = clock.wrap(cons.draw_tsu, "(t, s, u) draw")
-    cons.integrate_per_sample = clock.wrap(cons.integrate_per_sample, "EMA Heun solve")
+    cons.integrate_per_sample = clock.wrap(cons.integrate_per_sample, "EMA solve")
     cons.fm_loss = clock.wrap(cons.fm_loss, "FM forward")
     G = FlowMapModel._G
 

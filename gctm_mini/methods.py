@@ -39,7 +39,7 @@ from .validation import check_fields, knob
 METHODS = ("fm", "cd", "ct", "ctm", "gctm", "bcm")
 NEEDS_TEACHER = ("cd", "ctm")
 DEFAULT_STEPS_2D = {"fm": 12000, "cd": 3000, "ct": 4000, "ctm": 3000, "gctm": 2500, "bcm": 4000}
-"""Steps a 2D run takes when ``steps = 0`` (about a minute each on a 2-core CPU; GCTM, exact OT: 75 s idle)."""
+"""Steps a 2D run takes when ``steps = 0`` (about a minute each on a 2-core CPU; GCTM, exact OT: 51–53 s idle)."""
 DEFAULT_JUMP_PROB_2D = 0.25
 """GCTM's share of one-jump samples, (t, s) = (1, 0), in a 2D noise → data run
 (``jump_prob = -1``, auto). Measured with the exact-OT coupling at 2500 steps: W2 at NFE 1
