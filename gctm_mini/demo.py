@@ -1,5 +1,5 @@
 """The quick-start job: flow matching and GCTM on the moons data set, on the CPU, in about
-100 seconds.
+90 seconds.
 
 Trains FM (independent coupling) and GCTM (exact minibatch-OT coupling, no teacher) on
 moons, prints the exact W2 between generated and fresh data points by NFE — FM's ODE with
