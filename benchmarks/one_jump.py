@@ -56,6 +56,7 @@ VARIANTS: dict[str, dict] = {
     "ncap8": {"n_cap": 8},
     "nstart8": {"n_start": 8, "n_cap": 32},
     "lam2": {"lam": 2.0},
+    "lam3": {"lam": 3.0},
     "lam05": {"lam": 0.5},
     "bs512": {"batch_size": 512},
     "bs128": {"batch_size": 128},
