@@ -56,6 +56,7 @@ VARIANTS: dict[str, dict] = {
     "ncap8": {"n_cap": 8},
     "nstart8": {"n_start": 8, "n_cap": 32},
     "lam2": {"lam": 2.0},
+    "lam25": {"lam": 2.5},
     "lam3": {"lam": 3.0},
     "lam05": {"lam": 0.5},
     "bs512": {"batch_size": 512},
@@ -75,6 +76,7 @@ VARIANTS: dict[str, dict] = {
     "nojitter": {"grid_jitter": False},
     "jump10": {"jump_prob": 0.1},
     "jump25": {"jump_prob": 0.25},
+    "jump35": {"jump_prob": 0.35},
     "jump50": {"jump_prob": 0.5},
     "snapup": {"t_snap": "up"},
     # the EMA teacher's solve t → u by Euler steps instead of Heun's
