@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import math
 import multiprocessing as mp
 import time
 from pathlib import Path
@@ -61,9 +62,13 @@ VARIANTS: dict[str, dict] = {
     "lam05": {"lam": 0.5},
     "bs512": {"batch_size": 512},
     "bs128": {"batch_size": 128},
+    "bs64": {"batch_size": 64},
     "lr1e3": {"lr": 1e-3},
     "lr4e3": {"lr": 4e-3},
     "steps4000": {"steps": 4000},
+    "steps4400": {"steps": 4400},
+    "steps5000": {"steps": 5000},
+    "steps8000": {"steps": 8000},
     "steps1500": {"steps": 1500},
     "steps2000": {"steps": 2000},
     "steps3000": {"steps": 3000},
@@ -78,6 +83,13 @@ VARIANTS: dict[str, dict] = {
     "jump25": {"jump_prob": 0.25},
     "jump35": {"jump_prob": 0.35},
     "jump50": {"jump_prob": 0.5},
+    # the one-jump samples' u at 0: their target is the EMA solve 1 → 0 (distillation)
+    "ju0": {"jump_u": "zero"},
+    # entropic OT (Sinkhorn, ε = 0.05 of the mean cost, pairs drawn as a permutation)
+    "sinkhorn": {"coupling": "sinkhorn"},
+    # pseudo-Huber c of the consistency term on 2D points (default 0.00054·√2 ≈ 0.00076)
+    "hc01": {"huber_c": 0.01},
+    "hc05": {"huber_c": 0.05},
     "snapup": {"t_snap": "up"},
     # the EMA teacher's solve t → u by Euler steps instead of Heun's
     "euler": {"ema_solver": "euler"},
@@ -89,8 +101,12 @@ SAMPLE_EMAS: tuple[float, ...] = ()
 
 def _install_hooks(over: dict) -> dict:
     """Apply the non-config keys of a variant; returns the dict that collects sampling EMAs."""
+    import gctm_mini.consistency as cons
     import gctm_mini.training as tr
     from gctm_mini.ema import EMA
+
+    if "huber_c" in over:  # c = HUBER_SCALE·√d with d = 2 (each job runs in its own process)
+        cons.HUBER_SCALE = over.pop("huber_c") / math.sqrt(2)
 
     slow: dict = {}
 

@@ -57,6 +57,8 @@ from .validation import broadcast_time, check_choice, check_real
 # The losses solve the ODE with the unchecked solver: a diverged network must reach the
 # training loop's divergence check as a non-finite loss, not as an error from the solver.
 
+JUMP_US = ("uniform", "zero")
+"""Where the one-jump samples of :func:`gctm_loss` put u (``jump_u``)."""
 HUBER_SCALE = 0.00054
 
 
@@ -150,6 +152,7 @@ def gctm_loss(
     fm_source_prob: float = 0.0,
     t_snap: str = "nearest",
     jump_prob: float = 0.0,
+    jump_u: str = "uniform",
     rng: Draws | None = None,
 ) -> tuple[Tensor, dict]:
     r"""GCTM: teacher-free trajectory consistency plus FM (docs/conventions.md §3–§4).
@@ -173,10 +176,14 @@ def gctm_loss(
             never pairs t = 1 with s = 0 (under 0.1 % of samples for N ≥ 8), yet one-step
             generation evaluates exactly :math:`G_\theta(X_1, 1, 0)`; the reference code has
             no such share.
+        jump_u: u of the one-jump samples: ``"uniform"`` on the grid below 1, or ``"zero"``
+            (u = 0: the target is the EMA solve from 1 all the way to 0, plain distillation of
+            the EMA flow, since :math:`G_\theta(x, 0, 0) = x`).
         rng: the step's :class:`~gctm_mini.randomness.Draws` (default: torch's global RNG).
     """
     x0, x1, _, grid = check_loss_inputs(model, x0, x1, grid=grid, models=(ema,))
     check_choice(solver, METHODS, "ODE method")
+    check_choice(jump_u, JUMP_US, "jump_u")
     lam = check_real(lam, "lam", ge=0.0)
     rng = rng or Draws()
     B = x0.shape[0]
@@ -186,6 +193,8 @@ def gctm_loss(
         N = grid.shape[0] - 1
         jump = rng.rand(B).to(x0.device) < jump_prob
         u_jump = (rng.rand(B).to(x0.device) * N).long().clamp(max=N - 1)
+        if jump_u == "zero":
+            u_jump = torch.zeros_like(u_jump)
         t_idx = torch.where(jump, torch.full_like(t_idx, N), t_idx)
         s_idx = torch.where(jump, torch.zeros_like(s_idx), s_idx)
         u_idx = torch.where(jump, u_jump, u_idx)

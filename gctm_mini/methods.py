@@ -26,7 +26,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from .consistency import bcm_loss, cd_loss, ct_loss, ctm_loss, gctm_loss
+from .consistency import JUMP_US, bcm_loss, cd_loss, ct_loss, ctm_loss, gctm_loss
 from .ema import EMA
 from .interpolant import SIGMA_MIN
 from .losses import FM_TIME_SAMPLERS, fm_loss, sample_fm_times
@@ -103,6 +103,13 @@ class MethodFields:
     )
     jump_prob: float = knob(
         0.0, "GCTM: share of samples trained on the one-jump map, (t, s) = (1, 0)", ge=0.0, le=1.0
+    )
+    jump_u: str = knob(
+        "uniform",
+        "GCTM: u of the one-jump samples, uniform on the grid below 1 or zero (distil the EMA "
+        "solve 1 → 0)",
+        choices=JUMP_US,
+        what="jump_u",
     )
     ema_solver: str = knob(
         "heun",
@@ -213,6 +220,7 @@ class TrainingMethod:
                 fm_source_prob=cfg.fm_source_prob,
                 t_snap=cfg.t_snap,
                 jump_prob=cfg.jump_prob,
+                jump_u=cfg.jump_u,
                 solver=cfg.ema_solver,
                 rng=rng,
             )

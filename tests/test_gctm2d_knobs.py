@@ -12,6 +12,7 @@ from gctm_mini.models import build_model, mlp_spec
 from gctm_mini.parameterization import CouplingMoments
 from gctm_mini.randomness import Draws
 from gctm_mini.runtime import resolve_threads, torch_threads
+from gctm_mini.solvers import integrate_per_sample
 from gctm_mini.timegrid import fine_grid
 from gctm_mini.training import Toy2DConfig, train2d
 
@@ -58,6 +59,46 @@ def test_jump_prob_one_trains_only_the_one_jump_map_from_the_source(monkeypatch)
     assert bool((start == 8).all())
     # u covers the whole grid below t = 1
     assert set(end.tolist()) == set(range(8))
+
+
+def test_jump_u_zero_distils_the_whole_ema_solve_from_the_source(monkeypatch):
+    seen = _solve_spy(monkeypatch)
+    targets = []
+    model, ema = _models()
+    G = type(model)._G
+
+    def record(self, x, t, s):
+        out = G(self, x, t, s)
+        if not torch.is_grad_enabled():
+            targets.append((x.clone(), t.clone(), s.clone(), out))
+        return out
+
+    monkeypatch.setattr(type(model), "_G", record)
+    grid = fine_grid(8, dtype=torch.float32)
+    x0, x1 = torch.randn(256, 2), torch.randn(256, 2)
+    rng = Draws(torch.Generator().manual_seed(1))
+    gctm_loss(model, ema, x0, x1, grid, jump_prob=1.0, jump_u="zero", rng=rng)
+    ((start, end),) = seen
+    assert bool((start == 8).all()) and bool((end == 0).all())
+    # the target is G(x_u, 0, 0) = x_u: the EMA Heun solve from X1 at t = 1 down to 0
+    xu, u, s, target = targets[-1]
+    assert bool((u == 0).all()) and bool((s == 0).all())
+    with torch.no_grad():
+        full = integrate_per_sample(
+            ema._velocity, x1, grid, torch.full((256,), 8), torch.zeros(256, dtype=torch.long)
+        )
+    torch.testing.assert_close(target, full)
+    torch.testing.assert_close(xu, full)
+
+
+def test_jump_u_is_checked():
+    model, ema = _models()
+    grid = fine_grid(4, dtype=torch.float32)
+    x = torch.randn(8, 2)
+    with pytest.raises(ValueError, match="unknown jump_u 'one'; choose one of: uniform, zero"):
+        gctm_loss(model, ema, x, x, grid, jump_prob=0.5, jump_u="one")
+    with pytest.raises(ValueError, match="unknown jump_u"):
+        MethodFields(jump_u="one").check_method_fields()
 
 
 def test_jump_prob_zero_leaves_the_draws_and_the_loss_unchanged(monkeypatch):
