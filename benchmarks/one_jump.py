@@ -90,6 +90,11 @@ VARIANTS: dict[str, dict] = {
     # pseudo-Huber c of the consistency term on 2D points (default 0.00054·√2 ≈ 0.00076)
     "hc01": {"huber_c": 0.01},
     "hc05": {"huber_c": 0.05},
+    # 32 random Fourier features of x (frequencies ~ N(0, σ²), fixed) beside x in the MLP's input
+    "xff1": {"x_fourier": 1.0},
+    "xff05": {"x_fourier": 0.5},
+    "xff3": {"x_fourier": 3.0},
+    "xff6": {"x_fourier": 6.0},
     "snapup": {"t_snap": "up"},
     # the EMA teacher's solve t → u by Euler steps instead of Heun's
     "euler": {"ema_solver": "euler"},
@@ -97,6 +102,28 @@ VARIANTS: dict[str, dict] = {
 SAMPLE_EMAS: tuple[float, ...] = ()
 """Slower EMAs kept beside the run's own (which is also the ODE teacher) and scored too
 (``--sample-emas``)."""
+
+
+def _use_fourier_x(sigma: float, n_freq: int = 32) -> None:
+    """Make this process's 2D MLP read ``[x, sin 2πxB, cos 2πxB]`` (B: ``(2, n_freq)``, fixed
+    N(0, σ²) draws) instead of x alone: a screen of a sharper input, not a package network."""
+    import gctm_mini.models as models
+    from gctm_mini.networks import TwoTimeMLP
+
+    class FourierXMLP(TwoTimeMLP):
+        def __init__(self, dim=2, hidden=256, depth=4, emb_dim=32, dropout=0.0):
+            super().__init__(dim + 2 * n_freq, hidden, depth, emb_dim, dropout)
+            self.out = torch.nn.Linear(hidden, dim)
+            torch.nn.init.zeros_(self.out.weight)
+            torch.nn.init.zeros_(self.out.bias)
+            g = torch.Generator().manual_seed(0)
+            self.register_buffer("freqs", sigma * torch.randn(dim, n_freq, generator=g))
+
+        def forward(self, x, c_t, c_s):
+            z = 2 * math.pi * x @ self.freqs
+            return super().forward(torch.cat([x, z.sin(), z.cos()], dim=1), c_t, c_s)
+
+    models.NETWORKS["mlp"] = FourierXMLP
 
 
 def _install_hooks(over: dict) -> dict:
@@ -107,6 +134,8 @@ def _install_hooks(over: dict) -> dict:
 
     if "huber_c" in over:  # c = HUBER_SCALE·√d with d = 2 (each job runs in its own process)
         cons.HUBER_SCALE = over.pop("huber_c") / math.sqrt(2)
+    if "x_fourier" in over:
+        _use_fourier_x(over.pop("x_fourier"))
 
     slow: dict = {}
 
