@@ -92,7 +92,6 @@ VARIANTS: dict[str, dict] = {
     "hc05": {"huber_c": 0.05},
     # 32 random Fourier features of x (frequencies ~ N(0, σ²), fixed) beside x in the MLP's input
     "xff1": {"x_fourier": 1.0},
-    "xff05": {"x_fourier": 0.5},
     "xff3": {"x_fourier": 3.0},
     "xff6": {"x_fourier": 6.0},
     "snapup": {"t_snap": "up"},

@@ -216,17 +216,12 @@ def test_shipped_checkpoint_loads_from_an_installed_wheel(tmp_path):
 # --- the notebook hook of .pre-commit-config.yaml ------------------------------------------
 
 
-def load_stripper():
-    spec = importlib.util.spec_from_file_location(
-        "strip_notebook_metadata", ROOT / ".ci" / "strip_notebook_metadata.py"
-    )
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+@pytest.fixture
+def stripper(load_script):
+    return load_script(".ci/strip_notebook_metadata.py", "strip_notebook_metadata")
 
 
-def test_notebook_hook_drops_run_metadata_and_keeps_outputs_and_counts(tmp_path):
-    stripper = load_stripper()
+def test_notebook_hook_drops_run_metadata_and_keeps_outputs_and_counts(tmp_path, stripper):
     source = ROOT / "notebooks" / "01_flow_matching_2d.ipynb"
     before = json.loads(source.read_text(encoding="utf-8"))
     before["metadata"]["papermill"] = {"duration": 1.0}  # a tool stamp, as papermill writes
@@ -253,8 +248,7 @@ def test_notebook_hook_drops_run_metadata_and_keeps_outputs_and_counts(tmp_path)
     assert copy.read_bytes() == stripped
 
 
-def test_notebook_hook_leaves_a_clean_notebook_byte_for_byte(tmp_path):
-    stripper = load_stripper()
+def test_notebook_hook_leaves_a_clean_notebook_byte_for_byte(tmp_path, stripper):
     nb = json.loads((ROOT / "notebooks" / "01_flow_matching_2d.ipynb").read_text("utf-8"))
     stripper.strip(nb)
     clean = tmp_path / "clean.ipynb"

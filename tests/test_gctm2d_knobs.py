@@ -39,22 +39,30 @@ def _solve_spy(monkeypatch):
     return seen
 
 
-def test_jump_prob_one_trains_only_the_one_jump_map_from_the_source(monkeypatch):
-    seen = _solve_spy(monkeypatch)
-    student_times = []
-    model, ema = _models()
+def _G_spy(monkeypatch, model, grad: bool):
+    """Record ``(x, t, s, G)`` of every flow-map call made with autograd on (``grad``: the
+    student's) or off (the target's)."""
+    calls = []
     G = type(model)._G
 
     def record(self, x, t, s):
-        if torch.is_grad_enabled():
-            student_times.append((t.clone(), s.clone()))
-        return G(self, x, t, s)
+        out = G(self, x, t, s)
+        if torch.is_grad_enabled() == grad:
+            calls.append((x.clone(), t.clone(), s.clone(), out))
+        return out
 
     monkeypatch.setattr(type(model), "_G", record)
+    return calls
+
+
+def test_jump_prob_one_trains_only_the_one_jump_map_from_the_source(monkeypatch):
+    seen = _solve_spy(monkeypatch)
+    model, ema = _models()
+    student_calls = _G_spy(monkeypatch, model, grad=True)
     grid = fine_grid(8, dtype=torch.float32)
     x0, x1 = torch.randn(256, 2), torch.randn(256, 2)
     gctm_loss(model, ema, x0, x1, grid, jump_prob=1.0, rng=Draws(torch.Generator().manual_seed(1)))
-    (t, s), ((start, end),) = student_times[-1], seen
+    (_, t, s, _), ((start, end),) = student_calls[-1], seen
     assert bool((t == 1).all()) and bool((s == 0).all())
     assert bool((start == 8).all())
     # u covers the whole grid below t = 1
@@ -63,17 +71,8 @@ def test_jump_prob_one_trains_only_the_one_jump_map_from_the_source(monkeypatch)
 
 def test_jump_u_zero_distils_the_whole_ema_solve_from_the_source(monkeypatch):
     seen = _solve_spy(monkeypatch)
-    targets = []
     model, ema = _models()
-    G = type(model)._G
-
-    def record(self, x, t, s):
-        out = G(self, x, t, s)
-        if not torch.is_grad_enabled():
-            targets.append((x.clone(), t.clone(), s.clone(), out))
-        return out
-
-    monkeypatch.setattr(type(model), "_G", record)
+    targets = _G_spy(monkeypatch, model, grad=False)
     grid = fine_grid(8, dtype=torch.float32)
     x0, x1 = torch.randn(256, 2), torch.randn(256, 2)
     rng = Draws(torch.Generator().manual_seed(1))

@@ -1,9 +1,7 @@
 """The one-jump study's screen hooks (``benchmarks/one_jump.py``): variants that are not
 config fields, applied inside a job's own process."""
 
-import importlib.util
 import math
-from pathlib import Path
 
 import pytest
 import torch
@@ -14,15 +12,10 @@ import gctm_mini.training as training
 from gctm_mini.models import build_model, mlp_spec
 from gctm_mini.parameterization import CouplingMoments
 
-ONE_JUMP = Path(__file__).resolve().parents[1] / "benchmarks" / "one_jump.py"
-
 
 @pytest.fixture(scope="module")
-def one_jump():
-    spec = importlib.util.spec_from_file_location("one_jump_benchmark", ONE_JUMP)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+def one_jump(load_script):
+    return load_script("benchmarks/one_jump.py", "one_jump_benchmark")
 
 
 def test_fourier_x_hook_feeds_sin_and_cos_of_random_frequencies(one_jump, monkeypatch):

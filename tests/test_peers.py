@@ -1,9 +1,7 @@
 """The peer benchmark's own logic: the torchcfm time-convention bridge, the equal-wall-time
 budget and the missing-extra message. Only the last, slow test needs torchcfm itself."""
 
-import importlib.util
 import sys
-from pathlib import Path
 
 import pytest
 import torch
@@ -16,15 +14,10 @@ from gctm_mini.sampling import sample_ode
 from gctm_mini.solvers import integrate
 from gctm_mini.timegrid import uniform_grid
 
-PEERS = Path(__file__).resolve().parents[1] / "benchmarks" / "peers.py"
-
 
 @pytest.fixture(scope="module")
-def peers():
-    spec = importlib.util.spec_from_file_location("peers_benchmark", PEERS)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+def peers(load_script):
+    return load_script("benchmarks/peers.py", "peers_benchmark")
 
 
 def point_mass_cfm_velocity(a: torch.Tensor):
