@@ -39,7 +39,7 @@ from gctm_mini.training import Toy2DConfig, train2d
 
 OUT = Path(__file__).parent / "results"
 DATASETS = ("moons", "8gaussians", "checkerboard")
-BASE = {  # the earlier 2D GCTM defaults, pinned (the current ones are jump25+lr4e3+lam2+euler+ncap8)
+BASE = {  # the earlier 2D GCTM defaults, pinned (the current ones are jump25+lr4e3+lam2+euler+ncap8+xff3)
     "method": "gctm",
     "coupling": "ot",
     "jump_prob": 0.0,
@@ -47,6 +47,7 @@ BASE = {  # the earlier 2D GCTM defaults, pinned (the current ones are jump25+lr
     "lam": 1.0,
     "ema_solver": "heun",
     "n_cap": 16,
+    "x_fourier": 0.0,
 }
 VARIANTS: dict[str, dict] = {
     "base": {},
@@ -90,7 +91,9 @@ VARIANTS: dict[str, dict] = {
     # pseudo-Huber c of the consistency term on 2D points (default 0.00054·√2 ≈ 0.00076)
     "hc01": {"huber_c": 0.01},
     "hc05": {"huber_c": 0.05},
-    # 32 random Fourier features of x (frequencies ~ N(0, σ²), fixed) beside x in the MLP's input
+    # 32 random Fourier features of x (frequencies ~ N(0, σ²), fixed) beside x in the MLP's input;
+    # rows before the package option (Toy2DConfig.x_fourier) came from a screen subclass of the
+    # same network whose weights were initialized in another order
     "xff1": {"x_fourier": 1.0},
     "xff3": {"x_fourier": 3.0},
     "xff6": {"x_fourier": 6.0},
@@ -103,28 +106,6 @@ SAMPLE_EMAS: tuple[float, ...] = ()
 (``--sample-emas``)."""
 
 
-def _use_fourier_x(sigma: float, n_freq: int = 32) -> None:
-    """Make this process's 2D MLP read ``[x, sin 2πxB, cos 2πxB]`` (B: ``(2, n_freq)``, fixed
-    N(0, σ²) draws) instead of x alone: a screen of a sharper input, not a package network."""
-    import gctm_mini.models as models
-    from gctm_mini.networks import TwoTimeMLP
-
-    class FourierXMLP(TwoTimeMLP):
-        def __init__(self, dim=2, hidden=256, depth=4, emb_dim=32, dropout=0.0):
-            super().__init__(dim + 2 * n_freq, hidden, depth, emb_dim, dropout)
-            self.out = torch.nn.Linear(hidden, dim)
-            torch.nn.init.zeros_(self.out.weight)
-            torch.nn.init.zeros_(self.out.bias)
-            g = torch.Generator().manual_seed(0)
-            self.register_buffer("freqs", sigma * torch.randn(dim, n_freq, generator=g))
-
-        def forward(self, x, c_t, c_s):
-            z = 2 * math.pi * x @ self.freqs
-            return super().forward(torch.cat([x, z.sin(), z.cos()], dim=1), c_t, c_s)
-
-    models.NETWORKS["mlp"] = FourierXMLP
-
-
 def _install_hooks(over: dict) -> dict:
     """Apply the non-config keys of a variant; returns the dict that collects sampling EMAs."""
     import gctm_mini.consistency as cons
@@ -133,8 +114,6 @@ def _install_hooks(over: dict) -> dict:
 
     if "huber_c" in over:  # c = HUBER_SCALE·√d with d = 2 (each job runs in its own process)
         cons.HUBER_SCALE = over.pop("huber_c") / math.sqrt(2)
-    if "x_fourier" in over:
-        _use_fourier_x(over.pop("x_fourier"))
 
     slow: dict = {}
 

@@ -5,8 +5,9 @@
     python benchmarks/peers.py --from-runs     # re-summarize peers_runs.csv (also a partial one)
     python benchmarks/peers.py --resume        # train only the seeds peers_runs.csv lacks
 
-Methods, all with the project's network (:class:`~gctm_mini.networks.TwoTimeMLP`, the 2D
-default width and depth), batch size, warm-up + cosine schedule and EMA, all sampled from
+Methods, all with one network: the project's :class:`~gctm_mini.networks.TwoTimeMLP` as GCTM-OT's
+2D default builds it (width, depth and random Fourier features of x,
+:data:`~gctm_mini.methods.DEFAULT_X_FOURIER_2D`), with the same batch size, warm-up + cosine schedule and EMA, all sampled from
 the EMA weights. The Adam learning rate is each method's 2D default: 4·10⁻³ for GCTM (tuned
 for its one jump by ``benchmarks/one_jump.py``), 2·10⁻³ for FM, which the two torchcfm
 runs share (not re-tuned):
@@ -72,11 +73,18 @@ from gctm_mini.ema import EMA
 from gctm_mini.interpolant import SIGMA_MAX, SIGMA_MIN, log_sigma_clamped
 from gctm_mini.methods import TrainingMethod
 from gctm_mini.metrics import floor_values, quality_by_nfe
-from gctm_mini.models import build_model, mlp_spec
+from gctm_mini.models import build_model
 from gctm_mini.networks import TwoTimeMLP
 from gctm_mini.runtime import describe
 from gctm_mini.sampling import make_sampler
-from gctm_mini.training import Toy2DConfig, draw_pairs, estimate_moments, lr_factor, train2d
+from gctm_mini.training import (
+    Toy2DConfig,
+    draw_pairs,
+    estimate_moments,
+    lr_factor,
+    model_spec,
+    train2d,
+)
 
 OUT = Path(__file__).parent / "results"
 DATASETS = ("moons", "8gaussians", "checkerboard")
@@ -171,10 +179,12 @@ def interleaved_costs(
 
 # ----- training -------------------------------------------------------------------------
 def base_config(method: str, data: str, seed: int, quick: bool) -> Toy2DConfig:
-    """The project's 2D run of ``method`` (its defaults; ``quick`` shrinks the steps)."""
+    """The project's 2D run of ``method`` (its defaults, GCTM-OT's network; ``quick`` shrinks
+    the steps)."""
     kw = {"gctm_ot": ("gctm", "ot"), "gctm_independent": ("gctm", "independent")}
     m, coupling = kw.get(method, ("fm", "independent"))
-    cfg = Toy2DConfig(method=m, coupling=coupling, data=data, seed=seed).validate()
+    net = Toy2DConfig(method="gctm", coupling="ot").validate().x_fourier  # one network for all
+    cfg = Toy2DConfig(method=m, coupling=coupling, data=data, seed=seed, x_fourier=net).validate()
     if quick:
         cfg.steps = 200
     cfg.ckpt_every = cfg.log_every = 10**9
@@ -214,7 +224,7 @@ class CFMRun:
         np.random.seed(cfg.seed)  # torchcfm's OT sampler draws pairs with numpy
         self.gen = torch.Generator().manual_seed(cfg.seed + 1)
         self.data, self.source = as_sampler(cfg.data), as_sampler(cfg.source)
-        self.model = CFMVelocity(TwoTimeMLP(2, cfg.hidden, cfg.depth))
+        self.model = CFMVelocity(TwoTimeMLP(**model_spec(cfg)["net_kwargs"]))
         self.ema = EMA(self.model, cfg.ema_decay)
         self.opt = torch.optim.Adam(self.model.parameters(), lr=cfg.lr)
         self.sched = torch.optim.lr_scheduler.LambdaLR(self.opt, lambda k: lr_factor(cfg, k))
@@ -249,9 +259,7 @@ class ProjectStepper:
         self.gen = torch.Generator().manual_seed(cfg.seed + 1)
         self.data, self.source = as_sampler(cfg.data), as_sampler(cfg.source)
         moments = estimate_moments(cfg, self.data, self.source, self.gen)
-        self.model = build_model(
-            mlp_spec(2, cfg.hidden, cfg.depth, sigma_max=cfg.sigma_max), moments
-        )
+        self.model = build_model(model_spec(cfg), moments)
         self.ema = EMA(self.model, cfg.ema_decay)
         self.method = TrainingMethod(cfg, self.model)
         self.opt = torch.optim.Adam(self.model.parameters(), lr=cfg.lr)

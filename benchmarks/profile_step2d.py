@@ -43,7 +43,7 @@ import gctm_mini.training as tr
 from gctm_mini.data2d import as_sampler
 from gctm_mini.ema import EMA
 from gctm_mini.methods import TrainingMethod
-from gctm_mini.models import build_model, mlp_spec
+from gctm_mini.models import build_model
 from gctm_mini.parameterization import FlowMapModel
 from gctm_mini.runtime import describe
 
@@ -121,7 +121,7 @@ def build(cfg: tr.Toy2DConfig):
     torch.manual_seed(cfg.seed)
     gen = torch.Generator().manual_seed(cfg.seed + 1)
     moments = tr.estimate_moments(cfg, data, source, gen)
-    model = build_model(mlp_spec(2, cfg.hidden, cfg.depth, sigma_max=cfg.sigma_max), moments)
+    model = build_model(tr.model_spec(cfg), moments)
     ema = EMA(model, cfg.ema_decay)
     method = TrainingMethod(cfg, model)
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)

@@ -58,6 +58,9 @@ def build_model(
 
 
 _SIZE = {"maximum": MAX_SIZE}
+MAX_X_FOURIER = 1000.0
+"""Largest σ of the MLP's Fourier features of x (far beyond any useful one: at σ = 1000 the
+features of unit-scale data are noise)."""
 
 
 def check_spec(spec) -> tuple[str, dict, tuple[int, ...], float, float, bool]:
@@ -87,8 +90,9 @@ def check_spec(spec) -> tuple[str, dict, tuple[int, ...], float, float, bool]:
     if not isinstance(bidirectional, bool):
         raise ValueError(f"bidirectional must be true or false; got {bidirectional!r}")
     if name == "mlp":
-        _check_kwargs(kwargs, {"dim", "hidden", "depth", "emb_dim", "dropout"}, name)
-        for key in ("dim", "hidden", "depth", "emb_dim"):
+        keys = {"dim", "hidden", "depth", "emb_dim", "dropout", "x_fourier", "x_freqs"}
+        _check_kwargs(kwargs, keys, name)
+        for key in ("dim", "hidden", "depth", "emb_dim", "x_freqs"):
             if key in kwargs:
                 check_count(kwargs[key], f"net_kwargs {key}", **_SIZE)
         if kwargs.get("emb_dim", 32) % 2:
@@ -98,6 +102,7 @@ def check_spec(spec) -> tuple[str, dict, tuple[int, ...], float, float, bool]:
                 f"data_shape {list(shape)} does not fit an MLP of dim {kwargs.get('dim', 2)}"
             )
         check_real(kwargs.get("dropout", 0.0), "net_kwargs dropout", ge=0.0, lt=1.0)
+        check_real(kwargs.get("x_fourier", 0.0), "net_kwargs x_fourier", ge=0.0, le=MAX_X_FOURIER)
     elif name == "unet":
         keys = {"img_resolution", "in_channels", "out_channels", "model_channels"}
         keys |= {"channel_mult", "num_blocks", "attn_resolutions", "dropout", "emb_mult"}
@@ -139,17 +144,26 @@ def mlp_spec(
     dropout: float = 0.0,
     sigma_max: float = SIGMA_MAX,
     bidirectional: bool = False,
+    x_fourier: float = 0.0,
 ) -> dict:
-    """Spec of the 2D toy model: :class:`~gctm_mini.networks.TwoTimeMLP` on ``(dim,)`` samples."""
+    """Spec of the 2D toy model: :class:`~gctm_mini.networks.TwoTimeMLP` on ``(dim,)`` samples.
+
+    ``x_fourier`` > 0 adds random Fourier features of x with that σ
+    (:class:`~gctm_mini.networks.RandomFourierFeatures`); at 0 the key is left out, so the spec
+    is the one written before the option existed.
+    """
+    net_kwargs: dict = {
+        "dim": dim,
+        "hidden": hidden,
+        "depth": depth,
+        "emb_dim": emb_dim,
+        "dropout": dropout,
+    }
+    if x_fourier:
+        net_kwargs["x_fourier"] = x_fourier
     return {
         "net": "mlp",
-        "net_kwargs": {
-            "dim": dim,
-            "hidden": hidden,
-            "depth": depth,
-            "emb_dim": emb_dim,
-            "dropout": dropout,
-        },
+        "net_kwargs": net_kwargs,
         "data_shape": [dim],
         "sigma_min": SIGMA_MIN,
         "sigma_max": sigma_max,

@@ -36,12 +36,13 @@ from .methods import (
     DEFAULT_LR_2D,
     DEFAULT_N_CAP_2D,
     DEFAULT_STEPS_2D,
+    DEFAULT_X_FOURIER_2D,
     N_CAP,
     NEEDS_TEACHER,
     MethodFields,
     TrainingMethod,
 )
-from .models import build_model, mlp_spec
+from .models import MAX_X_FOURIER, build_model, mlp_spec
 from .parameterization import CouplingMoments, FlowMapModel
 from .rundir import RunDirectory, run_path
 from .runtime import with_config_threads
@@ -105,6 +106,15 @@ class Toy2DConfig(MethodFields):
     log_every: int = knob(50, "steps between log rows", ge=1)
     hidden: int = knob(256, "MLP width", ge=1)
     depth: int = knob(4, "MLP hidden layers", ge=1)
+    x_fourier: float = knob(
+        -1.0,
+        "σ of random Fourier features of x in the MLP's input, [x, sin 2πxB, cos 2πxB] "
+        "with B ~ N(0, σ²) of shape (2, 32) (0 = x alone; -1 = auto: 3 for gctm from "
+        "Gaussian noise with the ot coupling, 0 otherwise)",
+        ge=0.0,
+        le=MAX_X_FOURIER,
+        special=(-1.0,),
+    )
     eps: float = knob(0.0, "ε: source perturbation X1 + ε·z", ge=0.0)
     sinkhorn_reg: float = knob(0.05, "Sinkhorn ε, relative to the mean pairwise cost", gt=0.0)
     sinkhorn_pairing: str = knob(
@@ -134,7 +144,9 @@ class Toy2DConfig(MethodFields):
         for a run from noise with the exact-OT coupling, whose paths are nearly straight,
         ``ema_solver = "auto"`` with :data:`~gctm_mini.methods.DEFAULT_EMA_SOLVER_2D` and, for
         GCTM, ``n_cap = 0`` with :data:`~gctm_mini.methods.DEFAULT_N_CAP_2D` (never below
-        ``n_start``); otherwise Heun and :data:`~gctm_mini.methods.N_CAP`. Returns ``self``."""
+        ``n_start``) and ``x_fourier = -1`` with
+        :data:`~gctm_mini.methods.DEFAULT_X_FOURIER_2D`; otherwise Heun,
+        :data:`~gctm_mini.methods.N_CAP` and x alone. Returns ``self``."""
         check_fields(self)  # types, ranges and choices first (auto values are allowed)
         from_noise = self.source == "gaussian"
         if self.jump_prob == -1.0:
@@ -145,6 +157,8 @@ class Toy2DConfig(MethodFields):
         if self.n_cap == 0:
             cap = DEFAULT_N_CAP_2D if straight and self.method == "gctm" else N_CAP
             self.n_cap = max(cap, self.n_start)
+        if self.x_fourier == -1.0:
+            self.x_fourier = DEFAULT_X_FOURIER_2D if straight and self.method == "gctm" else 0.0
         if self.coupling == "paired":
             raise ValueError("the paired coupling needs a data set of pairs; 2D toys are unpaired")
         self.check_method_fields()
@@ -170,6 +184,19 @@ class TrainResult:
     seconds: float = 0.0
     out: Path | None = None
     evals: list[dict] = field(default_factory=list)
+
+
+def model_spec(cfg: Toy2DConfig) -> dict:
+    """The model spec of a validated 2D config (width, depth, σ clamp, Fourier features of x;
+    bidirectional for BCM)."""
+    return mlp_spec(
+        2,
+        cfg.hidden,
+        cfg.depth,
+        sigma_max=cfg.sigma_max,
+        bidirectional=cfg.method == "bcm",
+        x_fourier=cfg.x_fourier,
+    )
 
 
 def draw_pairs(cfg: Toy2DConfig, data, source, gen: torch.Generator):
@@ -367,9 +394,7 @@ def _train2d(
     data, source = as_sampler(cfg.data), as_sampler(cfg.source)
     torch.manual_seed(cfg.seed)
     gen = torch.Generator().manual_seed(cfg.seed + 1)
-    spec = mlp_spec(
-        2, cfg.hidden, cfg.depth, sigma_max=cfg.sigma_max, bidirectional=cfg.method == "bcm"
-    )
+    spec = model_spec(cfg)
     if cfg.method in NEEDS_TEACHER and teacher is None:
         teacher = _teacher_for(cfg, out, progress, device)
     state = None

@@ -211,7 +211,7 @@ def test_train_step_in_train2ds_loop_gives_train2ds_losses_and_weights(ns):
     torch.manual_seed(cfg.seed)
     gen = torch.Generator().manual_seed(cfg.seed + 1)
     moments = gm.training.estimate_moments(cfg, data, source, gen)
-    model = gm.build_model(gm.mlp_spec(2, cfg.hidden, cfg.depth, sigma_max=cfg.sigma_max), moments)
+    model = gm.build_model(gm.training.model_spec(cfg), moments)
     ema = gm.ema.EMA(model, cfg.ema_decay)
     method = gm.methods.TrainingMethod(cfg, model)
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
