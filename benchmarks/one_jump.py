@@ -33,6 +33,7 @@ import numpy as np
 import torch
 
 from gctm_mini.data2d import make_dataset
+from gctm_mini.methods import DEFAULT_LAM_2D
 from gctm_mini.metrics import data_floor, floor_values, quality_by_nfe
 from gctm_mini.sampling import make_sampler
 from gctm_mini.training import Toy2DConfig, train2d
@@ -51,6 +52,15 @@ BASE = {  # the earlier 2D GCTM defaults, pinned (the current ones are jump25+lr
 }
 VARIANTS: dict[str, dict] = {
     "base": {},
+    # the package's current 2D GCTM defaults (every auto value left to Toy2DConfig.validate)
+    "defaults": {
+        "jump_prob": -1.0,
+        "lr": 0.0,
+        "lam": DEFAULT_LAM_2D,
+        "ema_solver": "auto",
+        "n_cap": 0,
+        "x_fourier": -1.0,
+    },
     "smoke": {"steps": 30},
     "ema999": {"ema_decay": 0.999},
     "ema995": {"ema_decay": 0.995},

@@ -23,6 +23,13 @@ def test_fourier_variants_are_config_fields_over_a_base_that_pins_x_alone(one_ju
     assert model_spec(cfg)["net_kwargs"]["x_fourier"] == 3.0
 
 
+def test_the_defaults_variant_is_the_package_default_run(one_jump):
+    over = one_jump.parse_variant("defaults")
+    for data in ("moons", "checkerboard"):
+        cfg = Toy2DConfig(**{**one_jump.BASE, **over, "data": data}).validate()
+        assert cfg == Toy2DConfig(method="gctm", coupling="ot", data=data).validate()
+
+
 def test_huber_c_hook_sets_the_2d_pseudo_huber_c(one_jump, monkeypatch):
     monkeypatch.setattr(cons, "HUBER_SCALE", cons.HUBER_SCALE)  # restored afterwards
     monkeypatch.setattr(training, "EMA", training.EMA)
