@@ -68,9 +68,9 @@ DEFAULT_X_FOURIER_2D = 3.0
 """σ of the random Fourier features of x that GCTM's MLP reads in a 2D run from Gaussian noise
 with the exact-OT coupling (``x_fourier = -1``, auto; 0, x alone, otherwise):
 :class:`~gctm_mini.networks.RandomFourierFeatures`, 32 frequencies. Paired against x alone
-over five training seeds × 10 draws (``benchmarks/one_jump.py``, variant ``xff3``), W2 at NFE 1
-fell on moons (−0.007 to −0.016 per seed) and checkerboard (−0.003 to −0.006), 8 gaussians
-moved −0.003 to +0.010, at the same time per step. See docs/benchmarks/peers.md."""
+over five training seeds × 10 draws (``benchmarks/one_jump.py``, variant ``defaults``), W2 at
+NFE 1 fell on moons (−0.010 to −0.016 per seed) and checkerboard (−0.002 to −0.007),
+8 gaussians moved −0.003 to +0.010, at the same time per step. See docs/benchmarks/peers.md."""
 N_CAP = 16
 """The N curriculum's cap where ``n_cap`` is not set otherwise (all but 2D GCTM from noise with OT)."""
 
