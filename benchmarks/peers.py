@@ -8,9 +8,9 @@
 Methods, all with one network: the project's :class:`~gctm_mini.networks.TwoTimeMLP` as
 GCTM-OT's 2D default builds it (width, depth and random Fourier features of x,
 :data:`~gctm_mini.methods.DEFAULT_X_FOURIER_2D`), with the same batch size, warm-up + cosine
-schedule and EMA, all sampled from the EMA weights. The Adam learning rate is each method's 2D default: 4·10⁻³ for GCTM (tuned
-for its one jump by ``benchmarks/one_jump.py``), 2·10⁻³ for FM, which the two torchcfm
-runs share (not re-tuned):
+schedule and EMA, all sampled from the EMA weights. The Adam learning rate is each method's
+2D default: 4·10⁻³ for GCTM (tuned for its one jump by ``benchmarks/one_jump.py``), 2·10⁻³
+for FM, which the two torchcfm runs share (not re-tuned):
 
 ================  ==========================================================  ============
 label             what is trained                                              sampled by

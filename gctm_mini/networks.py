@@ -45,9 +45,10 @@ class RandomFourierFeatures(nn.Module):
     :math:`B \in \mathbb{R}^{d \times m}` holds fixed :math:`\mathcal N(0, \sigma^2)` draws
     (from a generator seeded with :data:`X_FREQ_SEED`; a buffer, so checkpoints carry it).
     ``x: (B, d)`` → ``(B, d + 2m)``; in a :class:`~gctm_mini.parameterization.FlowMapModel`,
-    x is the network's input :math:`c_\text{in}(t)\,x_t`. A plain MLP fits smooth functions of x first; these
-    features let it bend at the scale 1/σ, which the one-jump map from a Gaussian needs
-    where it splits between modes (``benchmarks/one_jump.py``, variants ``xff*``).
+    x is the network's input :math:`c_\text{in}(t)\,x_t`. A plain MLP fits smooth functions
+    of x first; these features let it bend at the scale 1/σ, which the one-jump map from a
+    Gaussian needs where it splits between modes (``benchmarks/one_jump.py``, variants
+    ``xff*``).
     """
 
     def __init__(self, dim: int, n_freq: int, sigma: float) -> None:
