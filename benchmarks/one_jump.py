@@ -107,6 +107,11 @@ VARIANTS: dict[str, dict] = {
     "xff1": {"x_fourier": 1.0},
     "xff3": {"x_fourier": 3.0},
     "xff6": {"x_fourier": 6.0},
+    "xff2": {"x_fourier": 2.0},
+    "xff4": {"x_fourier": 4.0},
+    # number of Fourier frequencies of x (the network's x_freqs, 32 by default; not a config knob)
+    "ff16": {"x_freqs": 16},
+    "ff64": {"x_freqs": 64},
     "snapup": {"t_snap": "up"},
     # the EMA teacher's solve t → u by Euler steps instead of Heun's
     "euler": {"ema_solver": "euler"},
@@ -124,6 +129,16 @@ def _install_hooks(over: dict) -> dict:
 
     if "huber_c" in over:  # c = HUBER_SCALE·√d with d = 2 (each job runs in its own process)
         cons.HUBER_SCALE = over.pop("huber_c") / math.sqrt(2)
+
+    if "x_freqs" in over:
+        freqs, spec_of = over.pop("x_freqs"), tr.model_spec
+
+        def model_spec(cfg):
+            spec = spec_of(cfg)
+            spec["net_kwargs"]["x_freqs"] = freqs
+            return spec
+
+        tr.model_spec = model_spec
 
     slow: dict = {}
 

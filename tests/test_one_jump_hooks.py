@@ -7,6 +7,7 @@ import torch
 
 import gctm_mini.consistency as cons
 import gctm_mini.training as training
+from gctm_mini.models import build_model
 from gctm_mini.training import Toy2DConfig, model_spec
 
 
@@ -37,3 +38,15 @@ def test_huber_c_hook_sets_the_2d_pseudo_huber_c(one_jump, monkeypatch):
     one_jump._install_hooks(over)
     assert over == {}
     assert cons.huber_c(torch.zeros(3, 2)) == pytest.approx(0.05)
+
+
+def test_x_freqs_hook_sets_the_number_of_fourier_frequencies(one_jump, monkeypatch):
+    monkeypatch.setattr(training, "model_spec", training.model_spec)  # restored afterwards
+    monkeypatch.setattr(training, "EMA", training.EMA)
+    over = one_jump.parse_variant("defaults+ff64")
+    one_jump._install_hooks(over)
+    assert "x_freqs" not in over  # the rest is a plain config
+    cfg = Toy2DConfig(**{**one_jump.BASE, **over, "data": "moons"}).validate()
+    spec = training.model_spec(cfg)
+    assert spec["net_kwargs"]["x_freqs"] == 64 and spec["net_kwargs"]["x_fourier"] == 3.0
+    assert build_model(spec).net.x_features.out_dim == 2 + 2 * 64
