@@ -4,6 +4,7 @@
     python benchmarks/peers.py [--seeds 5] [--data moons,8gaussians,checkerboard] [--quick]
     python benchmarks/peers.py --from-runs     # re-summarize peers_runs.csv (also a partial one)
     python benchmarks/peers.py --resume        # train only the seeds peers_runs.csv lacks
+    python benchmarks/peers.py --head-to-head 10   # GCTM-OT NFE 1 vs OT-CFM NFE 8, 10 draws
 
 Methods, all with one network: the project's :class:`~gctm_mini.networks.TwoTimeMLP` as
 GCTM-OT's 2D default builds it (width, depth and random Fourier features of x,
@@ -44,6 +45,17 @@ fresh data points at NFE 1, 2, 4, 8; one evaluation draw per training seed (the 
 for every method), mean ± std over training seeds; the data–data floor on the same
 reference sets (each against a second fresh n-point draw). One draw's W2 varies by
 0.02–0.04 on its own, so the ratio to the floor divides means taken over the same draws.
+
+**Head to head** (``--head-to-head E``). One draw cannot settle a gap smaller than its own
+noise: on moons the paired difference GCTM-OT NFE 1 − OT-CFM NFE 8 (the same reference set
+and the same noise for both) has a standard deviation of about 0.01 from draw to draw, as
+large as the gap. This mode retrains the two runs of ``peers_runs.csv`` that the claim is
+about (GCTM-OT's default run and OT-CFM at its recorded equal-time steps; training is
+deterministic, so they are the same models) and scores each on E draws (training seed k:
+generators ``40_000 + 100 k + j``, j < E, as ``benchmarks/one_jump.py --eval-draws``) at
+NFE 1 and 8, with the data–data floor of each draw. The summary pairs the two methods per
+draw, averages the draws of a seed and reports mean ± standard error over seeds
+(``peers_head_to_head.csv``).
 
 Writes ``benchmarks/results/peers.csv``, ``peers_runs.csv`` (rewritten after every finished
 job, so an interrupted run keeps its finished seeds; ``--from-runs`` summarizes them and
@@ -346,6 +358,145 @@ EVAL_BASE = 40_000
 """Training seed k is scored against the reference set drawn from generator ``EVAL_BASE + k``."""
 
 
+# ----- head to head: the claim's two runs on many draws ---------------------------------
+HEAD_NFES = (1, 8)
+HEAD = ("gctm_ot", "otcfm")
+
+
+def head_draws_base(seed: int) -> int:
+    """First generator of training seed ``seed``'s head-to-head draws (j-th: ``+ j``)."""
+    return EVAL_BASE + 100 * seed
+
+
+def equal_time_otcfm_steps(rows: list[dict], quick: bool) -> dict[str, int]:
+    """OT-CFM's equal-time steps per data set, as recorded in ``peers_runs.csv`` (refused
+    when those rows were trained under other GCTM defaults, like ``--resume``)."""
+    finished_jobs(rows, quick)  # the same one-line refusals
+    return {
+        r["data"]: r["steps"] for r in rows if (r["method"], r["budget"]) == ("otcfm", "equal_time")
+    }
+
+
+def head_to_head_job(job: tuple) -> list[dict]:
+    """Train GCTM-OT (default run) and OT-CFM (``otcfm_steps``) on one (data set, seed) and
+    score both on ``draws`` evaluation draws at :data:`HEAD_NFES`, with each draw's floor."""
+    data, seed, otcfm_steps, n, draws, quick = job
+    torch.set_num_threads(1)
+    gcfg = base_config("gctm_ot", data, seed, quick)
+    ocfg = replace(base_config("otcfm", data, seed, quick), steps=otcfm_steps)
+    models = {
+        "gctm_ot": (train2d(gcfg, progress=False).ema, "flowmap", gcfg.steps),
+        "otcfm": (CFMRun("otcfm", ocfg).train()[0], "euler", otcfm_steps),
+    }
+    base = head_draws_base(seed)
+    floors = floor_values(make_dataset(data), n, draws, "w2", base)
+    rows = []
+    for m, (model, kind, steps) in models.items():
+        for j in range(draws):
+            rep = quality_by_nfe(
+                make_sampler(model, kind),
+                make_dataset(data),
+                HEAD_NFES,
+                n=n,
+                seeds=1,
+                base_seed=base + j,
+                floor=float("nan"),
+            )
+            rows += [
+                {
+                    "data": data,
+                    "seed": seed,
+                    "draw": j,
+                    "method": m,
+                    "steps": steps,
+                    "nfe": nfe,
+                    "w2": rep.values[nfe],
+                    "floor": floors[j],
+                }
+                for nfe in HEAD_NFES
+            ]
+    return rows
+
+
+def head_to_head_summary(rows: list[dict]) -> list[dict]:
+    """Per data set: GCTM-OT NFE 1, OT-CFM NFE 8 and their paired difference.
+
+    Each draw pairs the two methods (same reference set, same noise); a seed's value is the
+    mean over its draws; reported: mean over seeds, the difference's standard error over
+    seeds (std / √seeds), the number of seeds where GCTM-OT is below, and the floor
+    averaged over the same draws.
+    """
+    out = []
+    for d in dict.fromkeys(r["data"] for r in rows):
+        cell = {
+            (r["method"], r["nfe"], r["seed"], r["draw"]): r["w2"] for r in rows if r["data"] == d
+        }
+        seeds = sorted({k[2] for k in cell})
+        g, o, diff = [], [], []
+        for s in seeds:
+            draws = sorted(k[3] for k in cell if k[:3] == ("gctm_ot", 1, s))
+            gs = np.array([cell[("gctm_ot", 1, s, j)] for j in draws])
+            os_ = np.array([cell[("otcfm", 8, s, j)] for j in draws])
+            g.append(gs.mean())
+            o.append(os_.mean())
+            diff.append((gs - os_).mean())
+        diff_a = np.array(diff)
+        se = float(diff_a.std(ddof=1) / np.sqrt(len(seeds))) if len(seeds) > 1 else float("nan")
+        out.append(
+            {
+                "data": d,
+                "seeds": len(seeds),
+                "draws": len(draws),
+                "gctm_ot_nfe1": float(np.mean(g)),
+                "otcfm_nfe8": float(np.mean(o)),
+                "diff": float(diff_a.mean()),
+                "diff_se": se,
+                "seeds_below": int((diff_a < 0).sum()),
+                "floor": float(np.mean([r["floor"] for r in rows if r["data"] == d])),
+            }
+        )
+    return out
+
+
+def head_to_head(args, out: Path) -> None:
+    """The ``--head-to-head`` mode: jobs per (data set, seed), rows and summary to CSV."""
+    steps = equal_time_otcfm_steps(read_runs(out / "peers_runs.csv"), args.quick)
+    datasets = args.data.split(",")
+    missing = [d for d in datasets if d not in steps]
+    if missing:
+        raise SystemExit(
+            f"peers_runs.csv has no equal-time OT-CFM run on {', '.join(missing)}: "
+            "run benchmarks/peers.py for those data sets first"
+        )
+    jobs = [
+        (d, s, steps[d], args.n, args.head_to_head, args.quick)
+        for s in range(args.seeds)
+        for d in datasets
+    ]
+    rows: list[dict] = []
+    t0 = time.perf_counter()
+    with mp.get_context("fork").Pool(args.workers, maxtasksperchild=1) as pool:
+        for job_rows in pool.imap_unordered(head_to_head_job, jobs):
+            rows.extend(job_rows)
+            write_csv(out / "peers_head_to_head.csv", rows)
+            print(
+                f"[{time.perf_counter() - t0:6.0f} s] {job_rows[0]['data']} "
+                f"seed {job_rows[0]['seed']} done",
+                flush=True,
+            )
+    print(
+        f"\nGCTM-OT NFE 1 against OT-CFM NFE 8 (equal wall time), {args.head_to_head} draws "
+        f"per seed, n = {args.n}; difference: mean ± standard error over seeds"
+    )
+    for r in head_to_head_summary(rows):
+        print(
+            f"  {r['data']:>12}: {r['gctm_ot_nfe1']:.4f} vs {r['otcfm_nfe8']:.4f} "
+            f"(floor {r['floor']:.4f}): {r['diff']:+.4f} ± {r['diff_se']:.4f}, "
+            f"GCTM-OT below on {r['seeds_below']} of {r['seeds']} seeds"
+        )
+    print(f"\nwrote {out}/peers_head_to_head.csv")
+
+
 def floor_rows(data: str, n: int, seeds: int = 5) -> list[dict]:
     """The data–data floor on the very reference sets the models are scored against: for
     training seed k, W2 between the reference set of generator ``EVAL_BASE + k`` and the next
@@ -536,15 +687,27 @@ def main(argv: Sequence[str] | None = None) -> None:
         action="store_true",
         help="keep the finished (data set, seed) jobs of peers_runs.csv, train the rest",
     )
+    ap.add_argument(
+        "--head-to-head",
+        type=int,
+        default=0,
+        metavar="E",
+        help="retrain GCTM-OT and equal-time OT-CFM of peers_runs.csv, score on E draws each",
+    )
     ap.add_argument("--out", default=str(OUT))
     args = ap.parse_args(argv)
     out = Path(args.out)
+    if args.head_to_head < 0:
+        raise SystemExit(f"--head-to-head must be a number of draws ≥ 1; got {args.head_to_head}")
     if args.quick:
         args.n, args.seeds = 512, 1
     if args.from_runs:
         report(read_runs(out / "peers_runs.csv"), args.n, out)
         return
     _matcher("icfm")  # fail at once, with one line, when torchcfm is missing
+    if args.head_to_head:
+        head_to_head(args, out)
+        return
     datasets = args.data.split(",")
     for d in datasets:
         make_dataset(d)

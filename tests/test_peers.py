@@ -173,3 +173,86 @@ def test_torchcfm_trained_model_sampled_through_the_bridge_reaches_the_data(peer
     assert good < 1.5 * floor, (good, floor)  # sensible: near the data–data floor
     assert good < 0.5 * noise, (good, noise)
     assert wrong > 2 * good, (wrong, good)
+
+
+def _head_rows(diffs: dict[int, list[float]], gctm: float = 0.1) -> list[dict]:
+    """Head-to-head rows whose GCTM-OT NFE 1 − OT-CFM NFE 8 on (seed, draw j) is diffs[seed][j]."""
+    rows = []
+    for seed, per_draw in diffs.items():
+        for j, dlt in enumerate(per_draw):
+            for m, nfe, w in (("gctm_ot", 1, gctm), ("gctm_ot", 8, 9.0), ("otcfm", 1, 9.0)):
+                rows.append(
+                    {
+                        "data": "moons",
+                        "seed": seed,
+                        "draw": j,
+                        "method": m,
+                        "nfe": nfe,
+                        "w2": w,
+                        "floor": 0.05,
+                    }
+                )
+            rows.append(
+                {
+                    "data": "moons",
+                    "seed": seed,
+                    "draw": j,
+                    "method": "otcfm",
+                    "nfe": 8,
+                    "w2": gctm - dlt,
+                    "floor": 0.05,
+                }
+            )
+    return rows
+
+
+def test_head_to_head_pairs_each_draw_and_reports_the_standard_error_over_seeds(peers):
+    diffs = {0: [0.01, 0.03], 1: [-0.02, 0.0], 2: [0.04, 0.02]}  # seed means 0.02, -0.01, 0.03
+    (r,) = peers.head_to_head_summary(_head_rows(diffs))
+    assert (r["seeds"], r["draws"], r["seeds_below"]) == (3, 2, 1)
+    assert r["diff"] == pytest.approx(0.04 / 3)
+    seed_means = torch.tensor([0.02, -0.01, 0.03], dtype=torch.float64)
+    assert r["diff_se"] == pytest.approx(float(seed_means.std() / 3**0.5))
+    assert r["gctm_ot_nfe1"] == pytest.approx(0.1)
+    assert r["otcfm_nfe8"] == pytest.approx(0.1 - 0.04 / 3)
+    assert r["floor"] == pytest.approx(0.05)
+
+
+def test_head_to_head_refuses_a_data_set_without_an_equal_time_otcfm_run(
+    peers, tmp_path, monkeypatch
+):
+    monkeypatch.setattr(peers, "_matcher", lambda method: None)
+    monkeypatch.setattr(peers, "head_to_head_job", lambda job: pytest.fail("trained"))
+    rows = _job_rows(peers, "moons", 0, steps=200)
+    for r in rows:
+        r.update(sampler="euler", w2=0.1, cost_model_seconds=1.0, train_seconds=1.0)
+    write_csv(tmp_path / "peers_runs.csv", rows)
+    with pytest.raises(SystemExit) as err:
+        peers.main(
+            ["--quick", "--head-to-head", "2", "--data", "8gaussians", "--out", str(tmp_path)]
+        )
+    msg = str(err.value.code)
+    assert "\n" not in msg and "8gaussians" in msg
+    with pytest.raises(SystemExit) as err:
+        peers.main(["--head-to-head", "-1", "--out", str(tmp_path)])
+    assert "\n" not in str(err.value.code) and "-1" in str(err.value.code)
+
+
+def test_head_to_head_job_scores_both_runs_on_every_draw_with_its_floor(peers, monkeypatch):
+    from gctm_mini.metrics import floor_values
+
+    class Untrained:  # OT-CFM's run without torchcfm: an untrained bridged network
+        def __init__(self, method, cfg):
+            self.steps = cfg.steps
+
+        def train(self):
+            return peers.CFMVelocity(TwoTimeMLP(2, 16, 1)), 0.0
+
+    monkeypatch.setattr(peers, "CFMRun", Untrained)
+    torch.set_num_threads(1)
+    rows = peers.head_to_head_job(("moons", 1, 7, 256, 3, True))
+    assert len(rows) == 2 * 3 * len(peers.HEAD_NFES)
+    assert {(r["method"], r["steps"]) for r in rows} == {("gctm_ot", 200), ("otcfm", 7)}
+    floors = floor_values(make_dataset("moons"), 256, 3, "w2", peers.head_draws_base(1))
+    assert [r["floor"] for r in rows if (r["method"], r["nfe"]) == ("otcfm", 8)] == floors
+    assert peers.head_draws_base(0) == peers.EVAL_BASE  # seed 0's first draw is the main run's
