@@ -50,3 +50,14 @@ def test_x_freqs_hook_sets_the_number_of_fourier_frequencies(one_jump, monkeypat
     spec = training.model_spec(cfg)
     assert spec["net_kwargs"]["x_freqs"] == 64 and spec["net_kwargs"]["x_fourier"] == 3.0
     assert build_model(spec).net.x_features.out_dim == 2 + 2 * 64
+
+
+def test_the_defaults_variant_trains_the_peers_benchmark_gctm_ot_run(one_jump, load_script):
+    """So the head-to-head's GCTM-OT scores and the study's ``defaults`` rows are one model's."""
+    peers = load_script("benchmarks/peers.py", "peers_benchmark")
+    over = one_jump.parse_variant("defaults")
+    for data, seed in (("moons", 0), ("checkerboard", 3)):
+        cfg = Toy2DConfig(**{**one_jump.BASE, **over, "data": data, "seed": seed}).validate()
+        cfg.ckpt_every = cfg.log_every = 10**9  # as run_job sets them
+        assert cfg == peers.base_config("gctm_ot", data, seed, quick=False)
+        assert one_jump.draws_base(seed) == peers.head_draws_base(seed)
