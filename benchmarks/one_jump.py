@@ -71,6 +71,7 @@ VARIANTS: dict[str, dict] = {
     "lam25": {"lam": 2.5},
     "lam3": {"lam": 3.0},
     "lam05": {"lam": 0.5},
+    "lam15": {"lam": 1.5},
     "bs512": {"batch_size": 512},
     "bs128": {"batch_size": 128},
     "bs64": {"batch_size": 64},
