@@ -5,6 +5,7 @@
     python benchmarks/peers.py --from-runs     # re-summarize peers_runs.csv (also a partial one)
     python benchmarks/peers.py --resume        # train only the seeds peers_runs.csv lacks
     python benchmarks/peers.py --head-to-head 10   # GCTM-OT NFE 1 vs OT-CFM NFE 8, 10 draws
+    python benchmarks/peers.py --head-to-head 10 --from-runs   # its summary, from the CSV
 
 Methods, all with one network: the project's :class:`~gctm_mini.networks.TwoTimeMLP` as
 GCTM-OT's 2D default builds it (width, depth and random Fourier features of x,
@@ -360,7 +361,6 @@ EVAL_BASE = 40_000
 
 # ----- head to head: the claim's two runs on many draws ---------------------------------
 HEAD_NFES = (1, 8)
-HEAD = ("gctm_ot", "otcfm")
 
 
 def head_draws_base(seed: int) -> int:
@@ -418,13 +418,18 @@ def head_to_head_job(job: tuple) -> list[dict]:
     return rows
 
 
+def _standard_error(x: np.ndarray) -> float:
+    """std / √len (ddof 1); NaN for a single value."""
+    return float(x.std(ddof=1) / np.sqrt(len(x))) if len(x) > 1 else float("nan")
+
+
 def head_to_head_summary(rows: list[dict]) -> list[dict]:
-    """Per data set: GCTM-OT NFE 1, OT-CFM NFE 8 and their paired difference.
+    """Per data set: GCTM-OT at NFE 1 and 8, OT-CFM at NFE 8, and the paired differences.
 
     Each draw pairs the two methods (same reference set, same noise); a seed's value is the
-    mean over its draws; reported: mean over seeds, the difference's standard error over
-    seeds (std / √seeds), the number of seeds where GCTM-OT is below, and the floor
-    averaged over the same draws.
+    mean over its draws; reported: means over seeds, each difference's standard error over
+    seeds (std / √seeds), the number of seeds where GCTM-OT's one jump is below, and the
+    floor averaged over the same draws.
     """
     out = []
     for d in dict.fromkeys(r["data"] for r in rows):
@@ -432,30 +437,57 @@ def head_to_head_summary(rows: list[dict]) -> list[dict]:
             (r["method"], r["nfe"], r["seed"], r["draw"]): r["w2"] for r in rows if r["data"] == d
         }
         seeds = sorted({k[2] for k in cell})
-        g, o, diff = [], [], []
-        for s in seeds:
-            draws = sorted(k[3] for k in cell if k[:3] == ("gctm_ot", 1, s))
-            gs = np.array([cell[("gctm_ot", 1, s, j)] for j in draws])
-            os_ = np.array([cell[("otcfm", 8, s, j)] for j in draws])
-            g.append(gs.mean())
-            o.append(os_.mean())
-            diff.append((gs - os_).mean())
-        diff_a = np.array(diff)
-        se = float(diff_a.std(ddof=1) / np.sqrt(len(seeds))) if len(seeds) > 1 else float("nan")
+        draws = sorted({k[3] for k in cell})
+        g1, g8, o8 = (
+            np.array([[cell[(m, nfe, s, j)] for j in draws] for s in seeds])
+            for m, nfe in (("gctm_ot", 1), ("gctm_ot", 8), ("otcfm", 8))
+        )  # (seeds, draws)
+        d1, d8 = (g1 - o8).mean(axis=1), (g8 - o8).mean(axis=1)
         out.append(
             {
                 "data": d,
                 "seeds": len(seeds),
                 "draws": len(draws),
-                "gctm_ot_nfe1": float(np.mean(g)),
-                "otcfm_nfe8": float(np.mean(o)),
-                "diff": float(diff_a.mean()),
-                "diff_se": se,
-                "seeds_below": int((diff_a < 0).sum()),
+                "gctm_ot_nfe1": float(g1.mean()),
+                "gctm_ot_nfe8": float(g8.mean()),
+                "otcfm_nfe8": float(o8.mean()),
+                "diff": float(d1.mean()),
+                "diff_se": _standard_error(d1),
+                "seeds_below": int((d1 < 0).sum()),
+                "diff_nfe8": float(d8.mean()),
+                "diff_nfe8_se": _standard_error(d8),
                 "floor": float(np.mean([r["floor"] for r in rows if r["data"] == d])),
             }
         )
     return out
+
+
+def print_head_to_head(rows: list[dict]) -> None:
+    """The head-to-head summary as a table."""
+    draws = len({r["draw"] for r in rows})
+    print(
+        f"\nGCTM-OT against OT-CFM NFE 8 (equal wall time), {draws} draws per seed; "
+        "differences paired per draw, mean ± standard error over seeds"
+    )
+    for r in head_to_head_summary(rows):
+        print(
+            f"  {r['data']:>12} (floor {r['floor']:.4f}): NFE 1 {r['gctm_ot_nfe1']:.4f} vs "
+            f"{r['otcfm_nfe8']:.4f}: {r['diff']:+.4f} ± {r['diff_se']:.4f} (below on "
+            f"{r['seeds_below']} of {r['seeds']} seeds); GCTM-OT NFE 8 {r['gctm_ot_nfe8']:.4f}: "
+            f"{r['diff_nfe8']:+.4f} ± {r['diff_nfe8_se']:.4f}"
+        )
+
+
+def read_head_to_head(path: Path) -> list[dict]:
+    """The rows of an earlier ``--head-to-head`` run, typed."""
+    if not path.exists():
+        raise SystemExit(f"{path} does not exist: run benchmarks/peers.py --head-to-head E first")
+    with path.open() as f:
+        rows = list(csv.DictReader(f))
+    for r in rows:
+        r.update({k: int(r[k]) for k in ("seed", "draw", "steps", "nfe")})
+        r.update({k: float(r[k]) for k in ("w2", "floor")})
+    return rows
 
 
 def head_to_head(args, out: Path) -> None:
@@ -484,16 +516,7 @@ def head_to_head(args, out: Path) -> None:
                 f"seed {job_rows[0]['seed']} done",
                 flush=True,
             )
-    print(
-        f"\nGCTM-OT NFE 1 against OT-CFM NFE 8 (equal wall time), {args.head_to_head} draws "
-        f"per seed, n = {args.n}; difference: mean ± standard error over seeds"
-    )
-    for r in head_to_head_summary(rows):
-        print(
-            f"  {r['data']:>12}: {r['gctm_ot_nfe1']:.4f} vs {r['otcfm_nfe8']:.4f} "
-            f"(floor {r['floor']:.4f}): {r['diff']:+.4f} ± {r['diff_se']:.4f}, "
-            f"GCTM-OT below on {r['seeds_below']} of {r['seeds']} seeds"
-        )
+    print_head_to_head(rows)
     print(f"\nwrote {out}/peers_head_to_head.csv")
 
 
@@ -701,6 +724,9 @@ def main(argv: Sequence[str] | None = None) -> None:
         raise SystemExit(f"--head-to-head must be a number of draws ≥ 1; got {args.head_to_head}")
     if args.quick:
         args.n, args.seeds = 512, 1
+    if args.from_runs and args.head_to_head:
+        print_head_to_head(read_head_to_head(out / "peers_head_to_head.csv"))
+        return
     if args.from_runs:
         report(read_runs(out / "peers_runs.csv"), args.n, out)
         return

@@ -187,6 +187,7 @@ def _head_rows(diffs: dict[int, list[float]], gctm: float = 0.1) -> list[dict]:
                         "seed": seed,
                         "draw": j,
                         "method": m,
+                        "steps": 100,
                         "nfe": nfe,
                         "w2": w,
                         "floor": 0.05,
@@ -198,6 +199,7 @@ def _head_rows(diffs: dict[int, list[float]], gctm: float = 0.1) -> list[dict]:
                     "seed": seed,
                     "draw": j,
                     "method": "otcfm",
+                    "steps": 200,
                     "nfe": 8,
                     "w2": gctm - dlt,
                     "floor": 0.05,
@@ -216,6 +218,16 @@ def test_head_to_head_pairs_each_draw_and_reports_the_standard_error_over_seeds(
     assert r["gctm_ot_nfe1"] == pytest.approx(0.1)
     assert r["otcfm_nfe8"] == pytest.approx(0.1 - 0.04 / 3)
     assert r["floor"] == pytest.approx(0.05)
+    assert r["gctm_ot_nfe8"] == pytest.approx(9.0)
+    assert r["diff_nfe8"] == pytest.approx(9.0 - (0.1 - 0.04 / 3))
+    assert r["diff_nfe8_se"] == pytest.approx(r["diff_se"])  # the same spread over seeds
+
+
+def test_head_to_head_from_runs_prints_the_summary_of_the_csv(peers, tmp_path, capsys):
+    write_csv(tmp_path / "peers_head_to_head.csv", _head_rows({0: [0.01], 1: [0.03]}))
+    peers.main(["--head-to-head", "1", "--from-runs", "--out", str(tmp_path)])
+    out = capsys.readouterr().out
+    assert "+0.0200 ± 0.0100 (below on 0 of 2 seeds)" in out
 
 
 def test_head_to_head_refuses_a_data_set_without_an_equal_time_otcfm_run(
