@@ -302,6 +302,34 @@ def calibrate(data: str, quick: bool, blocks: int) -> dict[str, float]:
     return interleaved_costs(steppers, blocks=blocks, block_steps=20)
 
 
+def train_method(
+    method: str, data: str, seed: int, quick: bool, steps: int
+) -> tuple[nn.Module, float, str]:
+    """Train ``method``'s 2D run for ``steps`` steps: (EMA model, training seconds, sampler
+    kind — flow-map jumps for GCTM, the Euler ODE otherwise)."""
+    cfg = replace(base_config(method, data, seed, quick), steps=steps)
+    if method in CFM:
+        model, seconds = CFMRun(method, cfg).train()
+        return model, seconds, "euler"
+    res = train2d(cfg, progress=False)
+    return res.ema, res.seconds, "flowmap" if cfg.method == "gctm" else "euler"
+
+
+def score_one_draw(
+    model: nn.Module, kind: str, data: str, nfes: Sequence[int], n: int, base_seed: int
+) -> dict[int, float]:
+    """Exact W2 at each NFE on the one reference set (and noise) of generator ``base_seed``."""
+    return quality_by_nfe(
+        make_sampler(model, kind),
+        make_dataset(data),
+        nfes,
+        n=n,
+        seeds=1,
+        base_seed=base_seed,
+        floor=float("nan"),
+    ).values
+
+
 def run_job(job: tuple) -> list[dict]:
     """Train every method on one (data set, seed) at both budgets and score it."""
     data, seed, costs, n, quick = job
@@ -316,24 +344,9 @@ def run_job(job: tuple) -> list[dict]:
         for m in METHODS:
             steps = steps_of[m]
             if (m, steps) not in trained:
-                cfg = replace(base_config(m, data, seed, quick), steps=steps)
-                if m in CFM:
-                    model, seconds = CFMRun(m, cfg).train()
-                    kind = "euler"
-                else:
-                    res = train2d(cfg, progress=False)
-                    model, seconds = res.ema, res.seconds
-                    kind = "flowmap" if cfg.method == "gctm" else "euler"
-                rep = quality_by_nfe(
-                    make_sampler(model, kind),
-                    make_dataset(data),
-                    NFES,
-                    n=n,
-                    seeds=1,
-                    base_seed=EVAL_BASE + seed,
-                    floor=float("nan"),
-                )
-                trained[(m, steps)] = (rep.values, seconds, kind)
+                model, seconds, kind = train_method(m, data, seed, quick, steps)
+                values = score_one_draw(model, kind, data, NFES, n, EVAL_BASE + seed)
+                trained[(m, steps)] = (values, seconds, kind)
             values, seconds, kind = trained[(m, steps)]
             for nfe in NFES:
                 rows.append(
@@ -382,26 +395,14 @@ def head_to_head_job(job: tuple) -> list[dict]:
     score both on ``draws`` evaluation draws at :data:`HEAD_NFES`, with each draw's floor."""
     data, seed, otcfm_steps, n, draws, quick = job
     torch.set_num_threads(1)
-    gcfg = base_config("gctm_ot", data, seed, quick)
-    ocfg = replace(base_config("otcfm", data, seed, quick), steps=otcfm_steps)
-    models = {
-        "gctm_ot": (train2d(gcfg, progress=False).ema, "flowmap", gcfg.steps),
-        "otcfm": (CFMRun("otcfm", ocfg).train()[0], "euler", otcfm_steps),
-    }
+    steps_of = {"gctm_ot": base_config("gctm_ot", data, seed, quick).steps, "otcfm": otcfm_steps}
     base = head_draws_base(seed)
     floors = floor_values(make_dataset(data), n, draws, "w2", base)
     rows = []
-    for m, (model, kind, steps) in models.items():
+    for m, steps in steps_of.items():
+        model, _, kind = train_method(m, data, seed, quick, steps)
         for j in range(draws):
-            rep = quality_by_nfe(
-                make_sampler(model, kind),
-                make_dataset(data),
-                HEAD_NFES,
-                n=n,
-                seeds=1,
-                base_seed=base + j,
-                floor=float("nan"),
-            )
+            values = score_one_draw(model, kind, data, HEAD_NFES, n, base + j)
             rows += [
                 {
                     "data": data,
@@ -410,7 +411,7 @@ def head_to_head_job(job: tuple) -> list[dict]:
                     "method": m,
                     "steps": steps,
                     "nfe": nfe,
-                    "w2": rep.values[nfe],
+                    "w2": values[nfe],
                     "floor": floors[j],
                 }
                 for nfe in HEAD_NFES
