@@ -90,6 +90,8 @@ VARIANTS: dict[str, dict] = {
     "h192": {"hidden": 192},
     "h512": {"hidden": 512},
     "d3": {"depth": 3},
+    "d5": {"depth": 5},
+    "h224": {"hidden": 224},
     "nojitter": {"grid_jitter": False},
     "jump10": {"jump_prob": 0.1},
     "jump25": {"jump_prob": 0.25},
@@ -114,6 +116,16 @@ VARIANTS: dict[str, dict] = {
     "ff16": {"x_freqs": 16},
     "ff64": {"x_freqs": 64},
     "snapup": {"t_snap": "up"},
+    # optimizer screens (not config knobs): Adam's β2, the cosine schedule's final fraction of
+    # the learning rate (0.05 by default), clipping the gradient's norm before each Adam step
+    "lr6e3": {"lr": 6e-3},
+    "b2_99": {"adam_beta2": 0.99},
+    "b2_95": {"adam_beta2": 0.95},
+    "lrend0": {"lr_end": 0.0},
+    "lrend20": {"lr_end": 0.2},
+    "lrend50": {"lr_end": 0.5},
+    "nodecay": {"lr_decay": False},
+    "clip1": {"grad_clip": 1.0},
     # the EMA teacher's solve t → u by Euler steps instead of Heun's
     "euler": {"ema_solver": "euler"},
 }
@@ -140,6 +152,36 @@ def _install_hooks(over: dict) -> dict:
             return spec
 
         tr.model_spec = model_spec
+
+    if {"adam_beta2", "grad_clip"} & set(over):
+        beta2, clip, adam = (
+            over.pop("adam_beta2", 0.999),
+            over.pop("grad_clip", 0.0),
+            tr.torch.optim.Adam,
+        )
+
+        class ScreenAdam(adam):
+            def __init__(self, params, **kw):
+                params = list(params)
+                super().__init__(params, betas=(0.9, beta2), **kw)
+                self.clipped = params
+
+            def step(self, closure=None):
+                if clip > 0:
+                    torch.nn.utils.clip_grad_norm_(self.clipped, clip)
+                return super().step(closure)
+
+        tr.torch.optim.Adam = ScreenAdam
+
+    if "lr_end" in over:
+        end = over.pop("lr_end")
+
+        def lr_factor(cfg, step):
+            warm = min(1.0, (step + 1) / 100)
+            frac = min(1.0, step / max(1, cfg.steps))
+            return warm * (end + (1 - end) * 0.5 * (1 + math.cos(math.pi * frac)))
+
+        tr.lr_factor = lr_factor
 
     slow: dict = {}
 

@@ -61,3 +61,30 @@ def test_the_defaults_variant_trains_the_peers_benchmark_gctm_ot_run(one_jump, l
         cfg.ckpt_every = cfg.log_every = 10**9  # as run_job sets them
         assert cfg == peers.base_config("gctm_ot", data, seed, quick=False)
         assert one_jump.draws_base(seed) == peers.head_draws_base(seed)
+
+
+def test_optimizer_hook_sets_adams_beta2_and_clips_the_gradient_norm(one_jump, monkeypatch):
+    monkeypatch.setattr(torch.optim, "Adam", torch.optim.Adam)  # restored afterwards
+    monkeypatch.setattr(training, "EMA", training.EMA)
+    over = one_jump.parse_variant("defaults+b2_99+clip1")
+    one_jump._install_hooks(over)
+    assert not {"adam_beta2", "grad_clip"} & set(over)
+    w = torch.nn.Parameter(torch.zeros(4))
+    opt = torch.optim.Adam([w], lr=1e-3)  # what train2d builds, through the module's torch
+    assert opt.defaults["betas"] == (0.9, 0.99)
+    w.grad = torch.full((4,), 5.0)  # norm 10
+    opt.step()
+    assert float(w.grad.norm()) == pytest.approx(1.0)
+
+
+def test_lr_end_hook_ends_the_cosine_schedule_at_the_given_fraction(one_jump, monkeypatch):
+    monkeypatch.setattr(training, "lr_factor", training.lr_factor)
+    monkeypatch.setattr(training, "EMA", training.EMA)
+    cfg = Toy2DConfig(steps=1000)
+    assert training.lr_factor(cfg, 1000) == pytest.approx(0.05)  # the package's schedule
+    over = one_jump.parse_variant("lrend50")
+    one_jump._install_hooks(over)
+    assert over == {}
+    assert training.lr_factor(cfg, 1000) == pytest.approx(0.5)
+    assert training.lr_factor(cfg, 500) == pytest.approx(0.75)
+    assert training.lr_factor(cfg, 9) == pytest.approx(0.1, abs=1e-4)  # the warm-up is kept
