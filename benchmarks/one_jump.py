@@ -116,8 +116,9 @@ VARIANTS: dict[str, dict] = {
     "ff16": {"x_freqs": 16},
     "ff64": {"x_freqs": 64},
     "snapup": {"t_snap": "up"},
-    # optimizer screens (not config knobs): Adam's β2, the cosine schedule's final fraction of
-    # the learning rate (0.05 by default), clipping the gradient's norm before each Adam step
+    # optimizer screens: the peak learning rate, no decay (config fields); Adam's β2, the cosine
+    # schedule's final fraction of the peak (0.05 by default), clipping the gradient's norm
+    # before each Adam step (screen hooks)
     "lr6e3": {"lr": 6e-3},
     "b2_99": {"adam_beta2": 0.99},
     "b2_95": {"adam_beta2": 0.95},
@@ -174,14 +175,8 @@ def _install_hooks(over: dict) -> dict:
         tr.torch.optim.Adam = ScreenAdam
 
     if "lr_end" in over:
-        end = over.pop("lr_end")
-
-        def lr_factor(cfg, step):
-            warm = min(1.0, (step + 1) / 100)
-            frac = min(1.0, step / max(1, cfg.steps))
-            return warm * (end + (1 - end) * 0.5 * (1 + math.cos(math.pi * frac)))
-
-        tr.lr_factor = lr_factor
+        end, schedule = over.pop("lr_end"), tr.lr_factor
+        tr.lr_factor = lambda cfg, step: schedule(cfg, step, end=end)
 
     slow: dict = {}
 

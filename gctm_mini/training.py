@@ -528,13 +528,14 @@ def rng_states(gen: torch.Generator) -> dict:
     return states
 
 
-def lr_factor(cfg: Toy2DConfig, step: int) -> float:
-    """Learning-rate multiplier: 100-step linear warm-up, then cosine decay to 0.05 if ``lr_decay``."""
+def lr_factor(cfg: Toy2DConfig, step: int, end: float = 0.05) -> float:
+    """Learning-rate multiplier: 100-step linear warm-up, then cosine decay to ``end`` (of the
+    peak) over the run if ``lr_decay``."""
     warm = min(1.0, (step + 1) / 100)
     if not cfg.lr_decay:
         return warm
     frac = min(1.0, step / max(1, cfg.steps))
-    return warm * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * frac)))
+    return warm * (end + (1 - end) * 0.5 * (1 + math.cos(math.pi * frac)))
 
 
 def write_log(run: RunDirectory, history: list[dict]) -> None:
